@@ -1,0 +1,34 @@
+"""Shared fixtures: the real data in ../shared/data and a device check."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_data() -> Path:
+    env = os.environ.get("SKETCHLAB_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of the real datasets (``../shared/data`` beside the checkout, or ``$SKETCHLAB_DATA``)."""
+    root = _shared_data()
+    if not root.is_dir():
+        pytest.skip(f"real data not found at {root}")
+    return root
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
