@@ -1,0 +1,100 @@
+"""``sketchlab-train``: compose the config, build the components, train and track the run in MLflow."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from sketchlab.config import config_dir
+from sketchlab.registry import build
+
+log = logging.getLogger("sketchlab.train")
+
+
+def build_data(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Any:
+    """The data module of ``cfg`` with the model's collate and the chosen augmentation."""
+    augment = build(cfg.augment) if cfg.get("augment") else None
+    collate = build(cfg.model.collate)
+    return build(cfg.data, augment=augment, collate=collate, seed=int(cfg.seed), rank=rank, world_size=world_size)
+
+
+def _job_info() -> tuple[Path, str | None, str | None, str]:
+    """(output dir, sweep dir or None, run name from overrides, job config name) of this Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    sweep_dir = str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+    overrides = hc.job.override_dirname or None
+    return Path(hc.runtime.output_dir), sweep_dir, overrides, hc.job.config_name or "train"
+
+
+def train(cfg: DictConfig) -> float:
+    """Train one model as configured; returns the best validation loss (what sweepers minimise)."""
+    from sketchlab.engine.trainer import DistInfo
+    from sketchlab.sampling import visualize_callback
+    from sketchlab.tracking.loggers import NullLogger, flatten
+    from sketchlab.tracking.sweep import parent_run_for_job
+
+    out_dir, sweep_dir, overrides, _ = _job_info()
+    dist = DistInfo.from_env()
+
+    data = build_data(cfg, dist.rank, dist.world_size).setup()
+    model = build(cfg.model.net)
+    optimizer = build(cfg.optim)(model.parameters())
+    scheduler = build(cfg.sched)(optimizer) if cfg.get("sched") else None
+    trainer = build(cfg.trainer)
+
+    run_name = cfg.get("run_name") or overrides or f"{cfg.model.name}-{cfg.data.name}"
+    tags = {"sketchlab.model": str(cfg.model.name), "sketchlab.data": str(cfg.data.name),
+            "sketchlab.output_dir": str(out_dir.resolve()), **{str(k): str(v) for k, v in cfg.get("tags", {}).items()}}
+    if cfg.get("resume"):
+        tags["sketchlab.resumed_from"] = str(cfg.resume)
+    logger = (build(cfg.logger, run_name=run_name, parent_run_id=parent_run_for_job(sweep_dir), tags=tags)
+              if dist.is_main else NullLogger())
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    status = "FAILED"
+    try:
+        logger.log_params({k: v for k, v in flatten(resolved).items()})
+        logger.log_params({"data.scale_factor": data.scale, "model.n_params": sum(p.numel() for p in model.parameters())})
+        (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        logger.log_artifact(out_dir / "config_resolved.yaml")
+        logger.log_artifact(out_dir / ".hydra", "hydra")
+        vis = cfg.get("visualize", {})
+        on_val = (visualize_callback(data, logger, n=int(vis.get("n", 8)), temperature=float(vis.get("temperature", 0.4)))
+                  if vis.get("enabled", True) and dist.is_main else None)
+        result = trainer.fit(model, data, optimizer, scheduler, logger=logger, ckpt_dir=out_dir / "checkpoints",
+                             resume=cfg.get("resume"), on_validation=on_val,
+                             checkpoint_extra={"config": resolved, "data_scale": data.scale})
+        if getattr(logger, "log_checkpoints", False):
+            logger.log_artifact(out_dir / "checkpoints", "checkpoints")
+        if math.isfinite(result.best_val):
+            logger.log_metrics({"val/best_loss": result.best_val}, result.step)
+        status = "FINISHED"
+        log.info("done: step %d, best val loss %.4f, outputs in %s", result.step, result.best_val, out_dir)
+        return result.best_val
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        logger.finish(status)
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def _hydra_main(cfg: DictConfig) -> float:
+    return train(cfg)
+
+
+def main() -> None:
+    """Console entry point (``sketchlab-train``)."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

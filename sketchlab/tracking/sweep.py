@@ -1,0 +1,63 @@
+"""A Hydra callback that gives each multirun one MLflow parent run, with every job as its child.
+
+The store and the parent are created here, in the launching process, before any job starts:
+parallel jobs (joblib launcher) that each tried to create a fresh sqlite store would race on its
+schema migration and crash.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from sketchlab.tracking.loggers import (MLflowLogger, get_experiment_id, resolve_tracking_uri, sweep_parent_id,
+                                        write_sweep_parent)
+
+PARENT_ENV = "SKETCHLAB_MLFLOW_PARENT_RUN"
+
+
+def _uses_mlflow(config: DictConfig) -> bool:
+    target = str(config.get("logger", {}).get("_target_", ""))
+    return target.endswith(MLflowLogger.__name__)
+
+
+class MLflowSweepCallback(Callback):
+    """Creates the parent run on multirun start and closes it on multirun end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not _uses_mlflow(config):
+            return
+        from mlflow.tracking import MlflowClient
+
+        lcfg = config.logger
+        client = MlflowClient(tracking_uri=resolve_tracking_uri(lcfg.get("tracking_uri"), lcfg.outputs_dir))
+        experiment_id = get_experiment_id(client, lcfg.experiment_name, Path(lcfg.outputs_dir) / "mlartifacts")
+        sweep_dir = str(config.hydra.sweep.dir)
+        overrides = " ".join(config.hydra.overrides.task)
+        run = client.create_run(experiment_id, run_name=f"sweep {Path(sweep_dir).name}",
+                                tags={"sketchlab.sweep_dir": str(Path(sweep_dir).resolve()),
+                                      "sketchlab.sweep_overrides": overrides, "sketchlab.role": "sweep"})
+        write_sweep_parent(sweep_dir, run.info.run_id)
+        os.environ[PARENT_ENV] = run.info.run_id
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        run_id = os.environ.pop(PARENT_ENV, None) or sweep_parent_id(str(config.hydra.sweep.dir))
+        if not run_id or not _uses_mlflow(config):
+            return
+        from mlflow.tracking import MlflowClient
+
+        lcfg = config.logger
+        client = MlflowClient(tracking_uri=resolve_tracking_uri(lcfg.get("tracking_uri"), lcfg.outputs_dir))
+        children = client.search_runs([client.get_run(run_id).info.experiment_id],
+                                      filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+        failed = any(r.info.status == "FAILED" for r in children)
+        client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+def parent_run_for_job(sweep_dir: str | None) -> str | None:
+    """The sweep's parent run id as seen from inside a job (env var, else the marker file)."""
+    return os.environ.get(PARENT_ENV) or sweep_parent_id(sweep_dir)
