@@ -47,6 +47,11 @@ class SketchModel(nn.Module, abc.ABC):
     def z_size(self) -> int:
         return int(getattr(self, "_z_size", 0))
 
+    def dense_decode_kwargs(self, factor: int) -> dict[str, Any] | None:
+        """``decode`` kwargs that draw on a ``factor`` times denser time grid (continuous-time models);
+        None for models without a notion of resolution."""
+        return None
+
     def reconstruct(self, batch: Batch, temperature: float = 1.0, **kwargs: Any) -> list[np.ndarray]:
         """Encode a batch and decode it again."""
         return self.decode(self.encode(batch), temperature=temperature, **kwargs)

@@ -1,0 +1,36 @@
+# sketchlab: `make train` installs everything and runs a short training; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup train test test-all bench ui clean
+
+# A virtual environment with sketchlab (editable) and its pinned dependencies. torch==2.13.0 is
+# pinned so pip takes the CPU wheel on a machine without a GPU instead of a multi-GB CUDA build.
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job: a short Sketch-RNN training on the sheep dataset, logged to MLflow (outputs/mlflow.db).
+train: $(STAMP)
+	$(VENV)/bin/sketchlab-train experiment=quickstart
+
+# The test suite (what CI runs). Slow tests are included; GPU tests skip without CUDA.
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) scripts/bench_sketch_rnn.py
+	$(PY) scripts/bench_sketch_ode.py
+
+# Browse runs: http://127.0.0.1:5000
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath outputs)/mlflow.db
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,135 @@
+"""``sketchlab-sample``: samples, reconstructions, interpolations (and dense renders) from a trained model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sketchlab.config import config_dir
+from sketchlab.registry import build
+
+log = logging.getLogger("sketchlab.sample")
+
+
+def checkpoint_from_mlflow(run_id: str, which: str, tracking_uri: str | None, outputs_dir: str,
+                           dest: Path) -> Path:
+    """Download ``checkpoints/<which>.pt`` of an MLflow run into ``dest``."""
+    from mlflow.tracking import MlflowClient
+
+    from sketchlab.tracking.loggers import resolve_tracking_uri
+
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri, outputs_dir))
+    try:
+        client.get_run(run_id)
+    except Exception as exc:
+        raise ValueError(f"no MLflow run '{run_id}' in {client.tracking_uri}") from exc
+    try:
+        return Path(client.download_artifacts(run_id, f"checkpoints/{which}.pt", str(dest)))
+    except Exception as exc:
+        raise FileNotFoundError(f"MLflow run {run_id} has no artifact checkpoints/{which}.pt") from exc
+
+
+def load_trained(checkpoint: str | Path, device: torch.device, data_dir: str | None = None) -> tuple[Any, Any, dict]:
+    """Rebuild the model and data module of a checkpoint from the config stored inside it."""
+    from sketchlab.cli.train import build_data
+    from sketchlab.engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    if "config" not in state:
+        raise ValueError(f"{checkpoint} holds no training config; was it written by sketchlab-train?")
+    cfg = OmegaConf.create(state["config"])
+    if data_dir is not None and "path" in cfg.data.source:
+        old_root = str(cfg.paths.data_dir)
+        cfg.data.source.path = str(cfg.data.source.path).replace(old_root, str(data_dir), 1)
+    model = build(cfg.model.net)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    data = build_data(cfg).setup()
+    return model, data, {"config": cfg, "step": int(state["step"])}
+
+
+def run_sampling(cfg: DictConfig) -> dict[str, Any]:
+    """Write the grids and metrics of ``cfg`` into ``cfg.out_dir``; returns the metrics and file list."""
+    from sketchlab import sampling
+    from sketchlab.engine.trainer import pick_device, seed_everything
+    from sketchlab.render import interpolation_rows, pair_rows, save_grid
+
+    if not cfg.checkpoint and not cfg.mlflow_run:
+        raise ValueError("say what to sample from: checkpoint=<file or run dir> or mlflow_run=<run id>")
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    seed_everything(int(cfg.seed))
+    with tempfile.TemporaryDirectory() as tmp:
+        if cfg.checkpoint:
+            ckpt = Path(cfg.checkpoint)
+            if ckpt.is_dir() and (ckpt / "checkpoints" / f"{cfg.which}.pt").is_file():
+                ckpt = ckpt / "checkpoints" / f"{cfg.which}.pt"
+        else:
+            ckpt = checkpoint_from_mlflow(cfg.mlflow_run, cfg.which, cfg.tracking_uri, cfg.paths.output_dir, Path(tmp))
+        model, data, info = load_trained(ckpt, device, cfg.data_dir)
+
+    files: list[Path] = []
+
+    def save(name: str, cells: list, cols: int) -> None:
+        for fmt in cfg.formats:
+            files.append(save_grid(cells, out_dir / f"{name}.{fmt}", cols=cols, cell_size=int(cfg.cell_size)))
+
+    n, temp = int(cfg.n), float(cfg.temperature)
+    cols = int(np.ceil(np.sqrt(n)))
+    save("samples", sampling.sample(model, n, temp), cols)
+    if model.conditional:
+        originals = data.sketches(cfg.split)[:n]
+        recons = sampling.reconstruct(model, data, originals, temp)
+        save("reconstructions", *pair_rows(originals, recons, pairs_per_row=2))
+        rng = np.random.default_rng(int(cfg.seed))
+        pool = data.sketches(cfg.split)
+        pairs = [tuple(pool[i] for i in rng.choice(len(pool), 2, replace=False)) for _ in range(int(cfg.interpolations))]
+        rows = sampling.interpolate(model, data, pairs, int(cfg.interp_steps), temp, cfg.interp_method)
+        save("interpolations", *interpolation_rows([[a, *row, b] for (a, b), row in zip(pairs, rows)]))
+        kw = model.dense_decode_kwargs(int(cfg.dense_factor)) if int(cfg.dense_factor) > 1 else None
+        if kw is not None:
+            save("dense_reconstructions",
+                 *pair_rows(recons, sampling.reconstruct(model, data, originals, temp, **kw), pairs_per_row=2))
+
+    metrics: dict[str, float] = {}
+    if cfg.metrics:
+        metrics = sampling.split_metrics(model, data, cfg.split, cfg.metric_batches,
+                                         n_distance=int(cfg.distance_sketches))
+    summary = {"checkpoint": str(ckpt), "step": info["step"], "split": cfg.split, "metrics": metrics,
+               "files": [str(f) for f in files]}
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    files.append(out_dir / "metrics.json")
+    if cfg.mlflow_run and cfg.log_to_mlflow:
+        from sketchlab.tracking.loggers import resolve_tracking_uri
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=resolve_tracking_uri(cfg.tracking_uri, cfg.paths.output_dir))
+        client.log_artifacts(cfg.mlflow_run, str(out_dir), f"samples/{out_dir.name}")
+    for key, value in metrics.items():
+        log.info("%s/%s = %.4f", cfg.split, key, value)
+    log.info("wrote %d files to %s", len(files), out_dir)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sample")
+def _hydra_main(cfg: DictConfig) -> None:
+    run_sampling(cfg)
+
+
+def main() -> None:
+    """Console entry point (``sketchlab-sample``)."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Schedules and checkpoint files (the training loop itself is tested with the real models)."""
+
+import math
+
+import pytest
+import torch
+
+from sketchlab.engine.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from sketchlab.engine.schedules import constant, magenta_decay, warmup_cosine
+
+
+def _opt(lr=1e-3):
+    return torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=lr)
+
+
+def test_magenta_decay_formula_and_state_round_trip():
+    opt = _opt()
+    sched = magenta_decay(opt, decay_rate=0.9, min_lr=1e-5)
+    for _ in range(7):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx((1e-3 - 1e-5) * 0.9**7 + 1e-5)
+    opt2 = _opt()
+    sched2 = magenta_decay(opt2, decay_rate=0.9, min_lr=1e-5)
+    sched2.load_state_dict(sched.state_dict())
+    opt2.step()
+    sched2.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx((1e-3 - 1e-5) * 0.9**8 + 1e-5)
+    with pytest.raises(ValueError):
+        magenta_decay(_opt(), min_lr=1.0)
+
+
+def test_cosine_and_constant():
+    opt = _opt(1.0)
+    sched = warmup_cosine(opt, total_steps=10, warmup_steps=2, min_lr=0.1)
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(0.1) and all(a >= b - 1e-12 for a, b in zip(lrs[1:], lrs[2:]))
+    opt = _opt(0.3)
+    sched = constant(opt)
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == 0.3
+
+
+def test_checkpoint_atomic_and_clear_errors(tmp_path):
+    path = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", {"model": {"w": torch.ones(2)}, "step": 5})
+    assert resolve_checkpoint(tmp_path / "run") == path
+    assert load_checkpoint(tmp_path / "run")["step"] == 5
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp files left behind
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read checkpoint .*bad.pt"):
+        load_checkpoint(bad)
+    torch.save({"weights": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not a sketchlab checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        resolve_checkpoint(tmp_path / "nowhere")
+    assert math.isfinite(load_checkpoint(path)["step"])
