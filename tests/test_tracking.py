@@ -1,0 +1,69 @@
+"""The MLflow logger on its own: a run with params, per-step metrics, artifacts and images."""
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from sketchlab.cli.runs import comparison_rows, main as runs_main
+from sketchlab.tracking.loggers import MLflowLogger, flatten, sweep_parent_id, write_sweep_parent
+
+
+def test_flatten():
+    assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": "x"}) == {"a.b": 1, "a.c.d": [1, 2], "e": "x"}
+
+
+def test_mlflow_logger_writes_a_complete_run(tmp_path):
+    logger = MLflowLogger("unit", outputs_dir=tmp_path, run_name="r1", tags={"k": "v"})
+    assert logger.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    logger.log_params({"model.z": 128, "optim.lr": 0.001})
+    logger.log_metrics({"train/loss": 1.5, "bad": float("nan")}, step=1)
+    logger.log_metrics({"train/loss": 1.0}, step=2)
+    (tmp_path / "note.txt").write_text("hello")
+    logger.log_artifact(tmp_path / "note.txt")
+    logger.log_image(Image.fromarray(np.full((8, 8, 3), 255, np.uint8)), "samples", step=2)
+    logger.finish()
+
+    client = MlflowClient(logger.tracking_uri)
+    run = client.get_run(logger.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "r1" and run.data.tags["k"] == "v"
+    assert run.data.params == {"model.z": "128", "optim.lr": "0.001"}
+    assert [m.value for m in client.get_metric_history(logger.run_id, "train/loss")] == [1.5, 1.0]
+    assert "bad" not in run.data.metrics  # non-finite values are not sent
+    artifacts = {a.path for a in client.list_artifacts(logger.run_id)}
+    assert "note.txt" in artifacts and "images" in artifacts
+    # artifacts live under the outputs folder, not the working directory
+    assert str(tmp_path.resolve()) in run.info.artifact_uri
+
+
+def test_runs_cli_lists_and_compares(tmp_path, capsys):
+    for lr in (0.1, 0.01):
+        logger = MLflowLogger("cmp", outputs_dir=tmp_path, run_name=f"lr={lr}")
+        logger.log_params({"optim.lr": lr, "seed": 0})
+        logger.log_metrics({"val/best_loss": lr * 10}, step=1)
+        logger.finish()
+    assert runs_main(["--outputs", str(tmp_path)]) == 0
+    assert "cmp" in capsys.readouterr().out
+    assert runs_main(["--outputs", str(tmp_path), "-e", "cmp", "--csv", str(tmp_path / "t.csv")]) == 0
+    out = capsys.readouterr().out
+    assert out.index("lr=0.01") < out.index("lr=0.1")  # sorted by the metric, best first
+    assert "optim.lr" in out and "seed" not in out  # only params that differ are shown
+    assert (tmp_path / "t.csv").read_text().count("\n") == 3
+    with pytest.raises(SystemExit, match="no MLflow experiment named 'nope'"):
+        runs_main(["--outputs", str(tmp_path), "-e", "nope"])
+
+
+def test_sweep_marker_round_trip(tmp_path):
+    assert sweep_parent_id(tmp_path) is None
+    write_sweep_parent(tmp_path / "sweep", "abc123")
+    assert sweep_parent_id(tmp_path / "sweep") == "abc123"
+
+
+def test_comparison_rows_handles_missing_metrics():
+    class R:  # the shape of an mlflow Run, enough for the table
+        def __init__(self, rid, metrics):
+            self.info = type("I", (), {"run_id": rid, "run_name": rid, "status": "FINISHED"})()
+            self.data = type("D", (), {"params": {"p": rid}, "metrics": metrics})()
+
+    header, rows = comparison_rows([R("a", {}), R("b", {"val/best_loss": 1.0})], "val/best_loss")
+    assert [r[1] for r in rows] == ["b", "a"] and header[:3] == ["run_id", "name", "status"]
