@@ -1,0 +1,116 @@
+"""The training entry point end to end, as a user runs it: real data, real models, MLflow store on disk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_RNN = ["model=sketch_rnn", "model.net.enc_rnn_size=16", "model.net.dec_rnn_size=24", "model.net.z_size=8",
+            "model.net.num_mixture=3", "model.collate.pad_to=batch", "data=sheep", "data.batch_size=8",
+            "data.limit=48", "data.max_seq_len=120"]
+TINY_ODE = ["model=sketch_ode", "data=vmnist", "data.batch_size=4", "data.limit=16", "augment=none"]
+SHORT = ["trainer.max_steps=2", "trainer.val_every=2", "trainer.val_batches=1", "trainer.log_every=1",
+         "trainer.ckpt_every=2", "trainer.progress=false", "visualize.n=2"]
+
+
+def train(tmp_path: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SKETCHLAB_OUTPUTS": str(tmp_path / "outputs"), "HYDRA_FULL_ERROR": "0"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *overrides], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def client(tmp_path: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+
+
+def runs_of(tmp_path: Path, experiment: str):
+    c = client(tmp_path)
+    exp = c.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment}"
+    return c, c.search_runs([exp.experiment_id])
+
+
+def run_dirs(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "outputs" / "runs").glob("*/*"))
+
+
+@pytest.mark.parametrize("model", ["sketch_rnn", "sketch_ode"])
+def test_two_step_training_writes_mlflow_run(tmp_path, shared_data, model):
+    train(tmp_path, *(TINY_RNN if model == "sketch_rnn" else TINY_ODE), *SHORT, "logger.experiment_name=t")
+    c, runs = runs_of(tmp_path, "t")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.name"] == model and "optim.lr" in run.data.params
+    assert [m.step for m in c.get_metric_history(run.info.run_id, "train/loss")] == [1, 2]
+    assert "val/loss" in run.data.metrics
+    artifacts = {a.path for a in c.list_artifacts(run.info.run_id)}
+    assert {"hydra", "checkpoints", "config_resolved.yaml", "images"} <= artifacts
+    assert {a.path for a in c.list_artifacts(run.info.run_id, "checkpoints")} >= {"checkpoints/last.pt"}
+    (run_dir,) = run_dirs(tmp_path)
+    assert (run_dir / "checkpoints" / "last.pt").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
+
+
+def test_resume_continues_from_saved_step(tmp_path, shared_data):
+    train(tmp_path, *TINY_RNN, *SHORT, "logger.experiment_name=r")
+    (first,) = run_dirs(tmp_path)
+    before = (first / "checkpoints" / "last.pt").read_bytes()
+    train(tmp_path, *TINY_RNN, *SHORT, "trainer.max_steps=4", f"resume={first}", "logger.experiment_name=r")
+    second = [d for d in run_dirs(tmp_path) if d != first][0]
+    state = torch.load(second / "checkpoints" / "last.pt", weights_only=False)
+    assert state["step"] == 4
+    assert (first / "checkpoints" / "last.pt").read_bytes() == before  # the old run is left untouched
+    c, runs = runs_of(tmp_path, "r")
+    resumed = [r for r in runs if "sketchlab.resumed_from" in r.data.tags][0]
+    assert [m.step for m in c.get_metric_history(resumed.info.run_id, "train/loss")] == [3, 4]
+
+
+def test_sweep_makes_parent_with_children(tmp_path, shared_data):
+    train(tmp_path, "-m", *TINY_RNN, *SHORT, "logger.experiment_name=s", "optim.lr=0.001,0.0005")
+    c, runs = runs_of(tmp_path, "s")
+    parents = [r for r in runs if r.data.tags.get("sketchlab.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == 2 and len(runs) == 3
+    assert sorted(r.data.params["optim.lr"] for r in children) == ["0.0005", "0.001"]
+    assert all(r.info.status == "FINISHED" for r in children)
+
+
+@pytest.mark.slow
+def test_parallel_sweep_with_joblib_on_fresh_store(tmp_path, shared_data):
+    train(tmp_path, "-m", "launcher=joblib", "hydra.launcher.n_jobs=2", *TINY_RNN, *SHORT,
+          "logger.experiment_name=j", "seed=1,2")
+    _, runs = runs_of(tmp_path, "j")
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_bad_override_gives_clear_error(tmp_path):
+    proc = train(tmp_path, "trainer.max_stepz=3", check=False)
+    assert proc.returncode != 0 and "max_stepz" in proc.stderr
+    proc = train(tmp_path, "model=sketch_rnnn", check=False)
+    assert proc.returncode != 0 and "sketch_rnn" in proc.stderr and "Available options" in proc.stderr
+
+
+def test_missing_dataset_gives_clear_error(tmp_path):
+    proc = train(tmp_path, *TINY_RNN, *SHORT, "data.source.path=/nonexistent/sheep.npz", "data.source.url=null",
+                 check=False)
+    assert proc.returncode != 0 and "dataset file not found: /nonexistent/sheep.npz" in proc.stderr
+
+
+def test_corrupt_dataset_gives_clear_error(tmp_path):
+    bad = tmp_path / "corrupt.npz"
+    bad.write_bytes(b"garbage" * 100)
+    proc = train(tmp_path, *TINY_RNN, *SHORT, f"data.source.path={bad}", check=False)
+    assert proc.returncode != 0 and "not a valid .npz" in proc.stderr
