@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,9 +66,12 @@ def _resolve(path: str | os.PathLike, url: str | None) -> Path:
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     """Read every array of an npz, turning unreadable files into a clear error."""
     try:
-        with np.load(path, allow_pickle=True, encoding="latin1") as npz:
+        npz = np.load(path, allow_pickle=True, encoding="latin1")
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError(f"it holds a single {type(npz).__name__}, not named arrays")
+        with npz:
             return {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as exc:
         raise ValueError(f"cannot read dataset {path}: not a valid .npz file ({exc})") from exc
 
 
