@@ -116,3 +116,22 @@ def test_drop_points_keeps_strokes_and_total_offset():
     assert out[:, 2].sum() == 2  # every stroke end survives
     np.testing.assert_allclose(out[:, :2].sum(0), s[:, :2].sum(0), rtol=1e-6)
     np.testing.assert_array_equal(drop_points(s, rng, prob=0.0), s)
+
+
+def test_quickdraw_classes_load_from_cache_offline(tmp_path, monkeypatch):
+    from sketchlab.data.sources import QuickDrawClasses
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "quickdraw" / "sketchrnn"
+    folder.mkdir(parents=True)
+    for name, n in (("cat", 5), ("pig", 3)):
+        arrays = {s: np.array([rng.integers(-9, 9, (7, 3)).astype(np.int16) for _ in range(n)] + [None],
+                              dtype=object)[:-1] for s in ("train", "valid", "test")}
+        np.savez(folder / f"{name}.npz", **arrays)
+    monkeypatch.setenv("SKETCHLAB_CACHE", str(tmp_path))
+    monkeypatch.setenv("SKETCHLAB_OFFLINE", "1")
+    splits = QuickDrawClasses(["cat", "pig"]).load()
+    assert len(splits["train"]) == 8 and splits.class_names == ["cat", "pig"]
+    assert list(splits.labels["valid"]) == [0] * 5 + [1] * 3
+    with pytest.raises(Exception, match="dog"):  # not cached, and offline: the error names what is missing
+        QuickDrawClasses(["dog"]).load()

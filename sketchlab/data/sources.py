@@ -181,11 +181,11 @@ class QuickDrawClasses:
     classes: list[str]
 
     def load(self) -> SketchSplits:
-        from sketchlab.data.download import fetch, quickdraw_url
+        from sketchlab.data.download import fetch_quickdraw
 
         if not self.classes:
             raise ValueError("QuickDrawClasses needs at least one class name, e.g. data.source.classes=[cat]")
-        parts = [StrokeNpz(str(fetch(quickdraw_url(name, "sketchrnn")))).load() for name in self.classes]
+        parts = [StrokeNpz(str(fetch_quickdraw(name, "sketchrnn"))).load() for name in self.classes]
         sketches = {s: [x for p in parts for x in p.sketches[s]] for s in SPLITS}
         labels = {s: np.concatenate([np.full(len(p.sketches[s]), k, dtype=np.int64) for k, p in enumerate(parts)])
                   for s in SPLITS}
