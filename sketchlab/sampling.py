@@ -33,8 +33,7 @@ def reconstruct(model: SketchModel, data: Any, sketches: Sequence[np.ndarray], t
                 **decode_kw: Any) -> list[np.ndarray]:
     """Encode ``sketches`` (prepared stroke-3 arrays) and decode them again."""
     model.eval()
-    z = model.encode(_batch(data, sketches, _device(model)))
-    return model.decode(z, temperature=temperature, **decode_kw)
+    return model.reconstruct(_batch(data, sketches, _device(model)), temperature=temperature, **decode_kw)
 
 
 @torch.no_grad()
