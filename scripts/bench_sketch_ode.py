@@ -39,6 +39,7 @@ import torch
 
 from sketchlab.data.curves import CurveCollate
 from sketchlab.data.strokes import points_to_stroke3
+from sketchlab.engine.trainer import pick_device
 from sketchlab.models.sketch_ode import SketchODE
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -70,15 +71,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.steps <= args.warmup or args.warmup < 0 or args.batch_size < 1 or args.n_points < 2:
         p.error("need --steps > --warmup >= 0, --batch-size >= 1 and --n-points >= 2")
     return args
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but CUDA is not available")
-    return device
 
 
 def load_sketches(source: str, count: int, rng: np.random.Generator) -> tuple[list[np.ndarray], str]:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from sketchlab.data.stroke5 import Stroke5Collate
+from sketchlab.engine.trainer import pick_device
 from sketchlab.models.sketch_rnn import SketchRNN
 from sketchlab.models.sketch_rnn.cells import CELL_KINDS
 
@@ -62,15 +63,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.seq_len < 1:
         p.error("--steps, --batch-size and --seq-len must be positive and --warmup >= 0")
     return args
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but CUDA is not available")
-    return device
 
 
 def synthetic_batch(batch_size: int, seq_len: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
