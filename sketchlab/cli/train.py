@@ -24,15 +24,15 @@ def build_data(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Any:
     return build(cfg.data, augment=augment, collate=collate, seed=int(cfg.seed), rank=rank, world_size=world_size)
 
 
-def _job_info() -> tuple[Path, str | None, str | None, str]:
-    """(output dir, sweep dir or None, run name from overrides, job config name) of this Hydra job."""
+def _job_info() -> tuple[Path, str | None, str | None]:
+    """(output dir, sweep dir or None, run name from the job's overrides) of this Hydra job."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
     sweep_dir = str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     overrides = hc.job.override_dirname or None
-    return Path(hc.runtime.output_dir), sweep_dir, overrides, hc.job.config_name or "train"
+    return Path(hc.runtime.output_dir), sweep_dir, overrides
 
 
 def train(cfg: DictConfig) -> float:
@@ -42,7 +42,7 @@ def train(cfg: DictConfig) -> float:
     from sketchlab.tracking.loggers import NullLogger, flatten
     from sketchlab.tracking.sweep import parent_run_for_job
 
-    out_dir, sweep_dir, overrides, _ = _job_info()
+    out_dir, sweep_dir, overrides = _job_info()
     dist = DistInfo.from_env()
 
     data = build_data(cfg, dist.rank, dist.world_size).setup()
@@ -61,7 +61,7 @@ def train(cfg: DictConfig) -> float:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     status = "FAILED"
     try:
-        logger.log_params({k: v for k, v in flatten(resolved).items()})
+        logger.log_params(flatten(resolved))
         logger.log_params({"data.scale_factor": data.scale, "model.n_params": sum(p.numel() for p in model.parameters())})
         (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
         logger.log_artifact(out_dir / "config_resolved.yaml")
