@@ -23,6 +23,14 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def spread(sketches: Sequence[np.ndarray], n: int) -> list[np.ndarray]:
+    """``n`` sketches evenly spaced through a split (splits are often sorted by class, so not the first ``n``)."""
+    if n <= 0 or not sketches:
+        return []
+    index = np.unique(np.linspace(0, len(sketches) - 1, min(n, len(sketches))).round().astype(int))
+    return [sketches[i] for i in index]
+
+
 def _batch(data: Any, sketches: Sequence[np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     batch = data.collate(list(sketches))
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -140,7 +148,7 @@ def visual_grids(model: SketchModel, data: Any, n: int = 8, temperature: float =
 
     images: dict[str, Any] = {}
     if model.conditional:
-        originals = data.sketches(split)[:n]
+        originals = spread(data.sketches(split), n)
         cells, cols = pair_rows(originals, reconstruct(model, data, originals, temperature), pairs_per_row=2)
         images["reconstructions"] = render_png(cells, cols=cols, cell_size=96)
     images["samples"] = render_png(sample(model, n, temperature), cols=min(n, 8), cell_size=96)

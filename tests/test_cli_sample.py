@@ -72,3 +72,11 @@ def test_sample_cli_errors_are_clear(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "sample.py"), f"checkpoint={tmp_path / 'none'}",
                            f"out_dir={tmp_path}"], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "no checkpoint at" in proc.stderr
+
+
+def test_spread_picks_evenly_through_the_split():
+    from sketchlab.sampling import spread
+
+    items = [f"s{i}" for i in range(10)]
+    assert spread(items, 3) == ["s0", "s4", "s9"]  # numpy rounds 4.5 to even
+    assert spread(items, 20) == items and spread(items, 0) == [] and spread([], 3) == []

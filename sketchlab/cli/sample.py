@@ -88,7 +88,7 @@ def run_sampling(cfg: DictConfig) -> dict[str, Any]:
     cols = int(np.ceil(np.sqrt(n)))
     save("samples", sampling.sample(model, n, temp), cols)
     if model.conditional:
-        originals = data.sketches(cfg.split)[:n]
+        originals = sampling.spread(data.sketches(cfg.split), n)
         recons = sampling.reconstruct(model, data, originals, temp)
         save("reconstructions", *pair_rows(originals, recons, pairs_per_row=2))
         rng = np.random.default_rng(int(cfg.seed))
