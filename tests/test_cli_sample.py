@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from cli_helpers import REPO, SHORT, TINY_ODE, TINY_RNN, run_dirs, runs_of, train
+from helpers import REPO, SHORT, TINY_ODE, TINY_RNN, run_dirs, runs_of, train
 from sketchlab.cli.sample import run_sampling
 from sketchlab.config import config_dir
 

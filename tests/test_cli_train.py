@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_helpers import REPO, SHORT, TINY_ODE, TINY_RNN, run_dirs, runs_of, train
+from helpers import REPO, SHORT, TINY_ODE, TINY_RNN, run_dirs, runs_of, train
 
 
 @pytest.mark.parametrize("model", ["sketch_rnn", "sketch_ode"])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import random_sketches
 from sketchlab.data.stroke5 import Stroke5Collate
 from sketchlab.data.strokes import scale_factor
 from sketchlab.models.sketch_rnn import SketchRNN
@@ -19,18 +20,8 @@ TINY = dict(enc_rnn_size=8, dec_rnn_size=12, z_size=4, num_mixture=M, hyper_num_
 CELLS = ["lstm", "layer_norm", "hyper"]
 
 
-def _sketches(lengths=(5, 9, 3, 7), seed=0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for n in lengths:
-        s = np.column_stack([rng.normal(size=(n, 2)), rng.random(n) < 0.25]).astype(np.float32)
-        s[-1, 2] = 1
-        out.append(s)
-    return out
-
-
 def _batch(max_seq_len=12, pad_to="max_seq_len", **kw):
-    return Stroke5Collate(max_seq_len, pad_to)(_sketches(**kw))
+    return Stroke5Collate(max_seq_len, pad_to)(random_sketches(**kw))
 
 
 def _model(**kw) -> SketchRNN:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import random_sketches
 from sketchlab.data.stroke5 import Stroke5Collate
 
 
@@ -25,13 +26,7 @@ def magenta_pad_batch(batch: list[np.ndarray], max_len: int) -> np.ndarray:
 
 
 def _sketches(lengths=(3, 6, 1)) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    out = []
-    for n in lengths:
-        s = np.column_stack([rng.normal(size=(n, 2)), rng.random(n) < 0.3]).astype(np.float32)
-        s[-1, 2] = 1
-        out.append(s)
-    return out
+    return random_sketches(lengths, seed=0, pen_prob=0.3)
 
 
 @pytest.mark.parametrize("lengths", [(3, 6, 1), (8, 2)])

@@ -1,4 +1,4 @@
-"""Running the command-line tools as a user does, for the end-to-end tests."""
+"""Shared test helpers: random stroke-3 sketches, and running the command-line tools as a user does."""
 
 from __future__ import annotations
 
@@ -7,7 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from mlflow.tracking import MlflowClient
+
+def random_sketches(lengths=(5, 9, 3, 7), seed: int = 0, pen_prob: float = 0.25) -> list[np.ndarray]:
+    """Random stroke-3 sketches of the given lengths (normal offsets, random pen lifts, last row lifts)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in lengths:
+        s = np.column_stack([rng.normal(size=(n, 2)), rng.random(n) < pen_prob]).astype(np.float32)
+        s[-1, 2] = 1
+        out.append(s)
+    return out
+
 
 REPO = Path(__file__).resolve().parents[1]
 
