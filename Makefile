@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-all bench ui clean
+.PHONY: setup train test bench gpu-check ui clean
 
 # A virtual environment with sketchlab (editable) and its pinned dependencies. torch==2.13.0 is
 # pinned so pip takes the CPU wheel on a machine without a GPU instead of a multi-GB CUDA build.
@@ -27,6 +27,13 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench_sketch_rnn.py
 	$(PY) scripts/bench_sketch_ode.py
+
+# On a CUDA machine: the GPU-only tests, then both benchmarks at full size, results as JSON in outputs/bench/.
+gpu-check: $(STAMP)
+	$(PY) -m pytest -q -m gpu
+	mkdir -p outputs/bench
+	$(PY) scripts/bench_sketch_rnn.py --device cuda --out outputs/bench/sketch_rnn.json
+	$(PY) scripts/bench_sketch_ode.py --device cuda --out outputs/bench/sketch_ode.json
 
 # Browse runs: http://127.0.0.1:5000
 ui: $(STAMP)
