@@ -109,3 +109,12 @@ def test_trains_on_gpu_with_bf16(shared_data):
     quiet("cuda", max_steps=2, val_every=2, val_batches=1, precision="bf16").fit(model, data, opt, sched, logger=rec)
     assert next(model.parameters()).is_cuda
     assert all(torch.isfinite(torch.tensor(m["train/loss"])) for _, m in rec.metrics if "train/loss" in m)
+
+
+def test_resume_with_another_model_size_is_refused(shared_data, tmp_path):
+    model, data, opt, sched = parts(shared_data)
+    quiet(max_steps=1, val_every=0, ckpt_every=1).fit(model, data, opt, sched, ckpt_dir=tmp_path)
+    other = SketchRNN(enc_rnn_size=8, dec_rnn_size=16, z_size=4, num_mixture=2, max_seq_len=80)
+    opt = torch.optim.Adam(other.parameters())
+    with pytest.raises(ValueError, match="cannot resume from .*does not fit this model"):
+        quiet(max_steps=2, val_every=0).fit(other, data, opt, resume=tmp_path)

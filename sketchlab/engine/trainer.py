@@ -194,8 +194,12 @@ class Trainer:
         start, best_val = 0, math.inf
         if resume:
             state = load_checkpoint(resume, map_location=self.device)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+            try:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as exc:
+                raise ValueError(f"cannot resume from {resume}: the checkpoint does not fit this model/optimizer "
+                                 f"config (resume with the settings it was trained with). {exc}") from exc
             if scheduler is not None and state.get("scheduler") is not None:
                 scheduler.load_state_dict(state["scheduler"])
             if state.get("data") is not None and hasattr(data, "load_state_dict"):
