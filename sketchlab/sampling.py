@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from sketchlab.data.strokes import to_polylines
+from sketchlab.engine.trainer import loss_sums, to_device
 from sketchlab.models.base import SketchModel
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,7 @@ def spread(sketches: Sequence[np.ndarray], n: int) -> list[np.ndarray]:
 
 
 def _batch(data: Any, sketches: Sequence[np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    batch = data.collate(list(sketches))
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return to_device(data.collate(list(sketches)), device)
 
 
 @torch.no_grad()
@@ -120,17 +120,9 @@ def point_distance(a: np.ndarray, b: np.ndarray, n: int = 64) -> float:
 def split_metrics(model: SketchModel, data: Any, split: str = "valid", max_batches: int | None = None,
                   n_distance: int = 0, temperature: float = 0.01) -> dict[str, float]:
     """Loss terms averaged over a split (eval mode), plus the mean point distance of reconstructions
-    for the first ``n_distance`` sketches (``recon/point_distance``, in the data's normalised units)."""
+    for the first ``n_distance`` sketches (``point_distance``, in the data's normalised units)."""
     model.eval()
-    device = _device(model)
-    sums: dict[str, float] = {}
-    count = 0
-    for batch in data.eval_batches(split, max_batches):
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        size = len(next(iter(batch.values())))
-        for key, value in model.loss(batch).items():
-            sums[key] = sums.get(key, 0.0) + float(value) * size
-        count += size
+    sums, count = loss_sums(model, data.eval_batches(split, max_batches), _device(model))
     metrics = {k: v / max(count, 1) for k, v in sums.items()}
     if n_distance and model.conditional:
         originals = data.sketches(split)[:n_distance]

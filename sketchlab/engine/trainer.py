@@ -86,9 +86,28 @@ class _LossModule(nn.Module):
         return self.model.loss(batch, step)
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The batch with every tensor moved to ``device``."""
     non_blocking = device.type == "cuda"
     return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def loss_sums(model: SketchModel, batches: Iterable[dict[str, Any]], device: torch.device, step: int = 0,
+              autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+              ) -> tuple[dict[str, float], int]:
+    """Sum of each loss entry weighted by batch size, and the number of sketches, over ``batches``."""
+    sums: dict[str, float] = {}
+    count = 0
+    for batch in batches:
+        batch = to_device(batch, device)
+        n = len(next(iter(batch.values())))
+        with autocast():
+            out = model.loss(batch, step)
+        for key, value in out.items():
+            sums[key] = sums.get(key, 0.0) + float(value.detach().float()) * n
+        count += n
+    return sums, count
 
 
 @dataclass
@@ -151,16 +170,8 @@ class Trainer:
         """Mean of each loss entry over the split (weighted by batch size), model in eval mode."""
         was_training = model.training
         model.eval()
-        sums: dict[str, float] = {}
-        count = 0
-        for batch in data.eval_batches(split, self.val_batches):
-            batch = _to_device(batch, self.device)
-            n = len(next(iter(batch.values())))
-            with self._autocast():
-                out = model.loss(batch, self._step)
-            for key, value in out.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach().float()) * n
-            count += n
+        sums, count = loss_sums(model, data.eval_batches(split, self.val_batches), self.device, self._step,
+                                self._autocast)
         model.train(was_training)
         if self.dist.world_size > 1:
             keys = sorted(sums)
@@ -241,7 +252,7 @@ class Trainer:
         try:
             for step in range(start, self.max_steps):
                 self._step = step
-                batch = _to_device(next(batches), self.device)
+                batch = to_device(next(batches), self.device)
                 with self._autocast():
                     out = runner(batch, step)
                 loss = out["loss"]
