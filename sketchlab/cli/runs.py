@@ -17,13 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sketchlab.tracking.loggers import resolve_tracking_uri
-
-
-def _client(uri: str | None, outputs: str) -> Any:
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=resolve_tracking_uri(uri, outputs))
+from sketchlab.tracking.loggers import mlflow_client
 
 
 def _experiment_ids(client: Any, name: str | None) -> list[str]:
@@ -83,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--csv", help="also write the table to this CSV file")
     args = parser.parse_args(argv)
 
-    client = _client(args.tracking_uri, args.outputs)
+    client = mlflow_client(args.tracking_uri, args.outputs)
     ids = _experiment_ids(client, args.experiment)
     if args.sweep:
         parent = find_sweep(client, ids, args.sweep)

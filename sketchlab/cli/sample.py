@@ -23,11 +23,9 @@ log = logging.getLogger("sketchlab.sample")
 def checkpoint_from_mlflow(run_id: str, which: str, tracking_uri: str | None, outputs_dir: str,
                            dest: Path) -> Path:
     """Download ``checkpoints/<which>.pt`` of an MLflow run into ``dest``."""
-    from mlflow.tracking import MlflowClient
+    from sketchlab.tracking.loggers import mlflow_client
 
-    from sketchlab.tracking.loggers import resolve_tracking_uri
-
-    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri, outputs_dir))
+    client = mlflow_client(tracking_uri, outputs_dir)
     try:
         client.get_run(run_id)
     except Exception as exc:
@@ -110,10 +108,9 @@ def run_sampling(cfg: DictConfig) -> dict[str, Any]:
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     files.append(out_dir / "metrics.json")
     if cfg.mlflow_run and cfg.log_to_mlflow:
-        from sketchlab.tracking.loggers import resolve_tracking_uri
-        from mlflow.tracking import MlflowClient
+        from sketchlab.tracking.loggers import mlflow_client
 
-        client = MlflowClient(tracking_uri=resolve_tracking_uri(cfg.tracking_uri, cfg.paths.output_dir))
+        client = mlflow_client(cfg.tracking_uri, cfg.paths.output_dir)
         client.log_artifacts(cfg.mlflow_run, str(out_dir), f"samples/{out_dir.name}")
     for key, value in metrics.items():
         log.info("%s/%s = %.4f", cfg.split, key, value)

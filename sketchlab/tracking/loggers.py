@@ -59,6 +59,13 @@ def resolve_tracking_uri(uri: str | None, outputs_dir: str | Path = "outputs") -
     return f"sqlite:///{db}"
 
 
+def mlflow_client(uri: str | None = None, outputs_dir: str | Path = "outputs") -> Any:
+    """An ``MlflowClient`` on :func:`resolve_tracking_uri`'s store."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=resolve_tracking_uri(uri, outputs_dir))
+
+
 def get_experiment_id(client: Any, name: str, artifact_root: str | Path | None = None) -> str:
     """The id of experiment ``name``, created (with artifacts under ``artifact_root``) if needed."""
     from mlflow.exceptions import MlflowException
@@ -84,10 +91,8 @@ class MLflowLogger:
                  outputs_dir: str | Path = "outputs", run_name: str | None = None,
                  parent_run_id: str | None = None, tags: Mapping[str, str] | None = None,
                  log_checkpoints: bool = True) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.tracking_uri = resolve_tracking_uri(tracking_uri, outputs_dir)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.client = mlflow_client(tracking_uri, outputs_dir)
+        self.tracking_uri = self.client.tracking_uri
         self.experiment_id = get_experiment_id(self.client, experiment_name, Path(outputs_dir) / "mlartifacts")
         all_tags = dict(tags or {})
         if parent_run_id:

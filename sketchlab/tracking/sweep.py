@@ -14,8 +14,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sketchlab.tracking.loggers import (MLflowLogger, get_experiment_id, resolve_tracking_uri, sweep_parent_id,
-                                        write_sweep_parent)
+from sketchlab.tracking.loggers import MLflowLogger, get_experiment_id, mlflow_client, sweep_parent_id, write_sweep_parent
 
 PARENT_ENV = "SKETCHLAB_MLFLOW_PARENT_RUN"
 
@@ -31,10 +30,8 @@ class MLflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not _uses_mlflow(config):
             return
-        from mlflow.tracking import MlflowClient
-
         lcfg = config.logger
-        client = MlflowClient(tracking_uri=resolve_tracking_uri(lcfg.get("tracking_uri"), lcfg.outputs_dir))
+        client = mlflow_client(lcfg.get("tracking_uri"), lcfg.outputs_dir)
         experiment_id = get_experiment_id(client, lcfg.experiment_name, Path(lcfg.outputs_dir) / "mlartifacts")
         sweep_dir = str(config.hydra.sweep.dir)
         overrides = " ".join(config.hydra.overrides.task)
@@ -48,10 +45,8 @@ class MLflowSweepCallback(Callback):
         run_id = os.environ.pop(PARENT_ENV, None) or sweep_parent_id(str(config.hydra.sweep.dir))
         if not run_id or not _uses_mlflow(config):
             return
-        from mlflow.tracking import MlflowClient
-
         lcfg = config.logger
-        client = MlflowClient(tracking_uri=resolve_tracking_uri(lcfg.get("tracking_uri"), lcfg.outputs_dir))
+        client = mlflow_client(lcfg.get("tracking_uri"), lcfg.outputs_dir)
         children = client.search_runs([client.get_run(run_id).info.experiment_id],
                                       filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
         failed = any(r.info.status == "FAILED" for r in children)
