@@ -25,7 +25,7 @@ def parts(shared_data, seed=0):
 
 
 def quiet(device: str = "cpu", **kw) -> Trainer:
-    return Trainer(progress=False, device=device, log_every=1, **kw)
+    return Trainer(progress=False, device=device, **{"log_every": 1, **kw})
 
 
 class Recorder:
@@ -118,3 +118,109 @@ def test_resume_with_another_model_size_is_refused(shared_data, tmp_path):
     opt = torch.optim.Adam(other.parameters())
     with pytest.raises(ValueError, match="cannot resume from .*does not fit this model"):
         quiet(max_steps=2, val_every=0).fit(other, data, opt, resume=tmp_path)
+
+
+class PoisonedBatches(SketchRNN):
+    """A Sketch-RNN whose loss is NaN for one particular batch (the first one seen at ``poison_step``)."""
+
+    def __init__(self, poison_step: int, always: bool = False, **kw):
+        super().__init__(**kw)
+        self.poison_step, self.always, self.poison = poison_step, always, None
+
+    def loss(self, batch, step=0):
+        out = super().loss(batch, step)
+        key = float(batch["strokes"].sum()) if "strokes" in batch else float(next(iter(batch.values())).sum())
+        if step == self.poison_step and self.poison is None:
+            self.poison = key
+        if self.always and step >= self.poison_step or key == self.poison:
+            out = {**out, "loss": out["loss"] * float("nan")}
+        return out
+
+
+def poisoned(shared_data, poison_step, always=False):
+    model, data, _, _ = parts(shared_data)
+    torch.manual_seed(0)
+    model = PoisonedBatches(poison_step, always, enc_rnn_size=8, dec_rnn_size=12, z_size=4, num_mixture=2,
+                            max_seq_len=80)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return model, data, opt, magenta_decay(opt)
+
+
+def test_rewind_skips_the_bad_batch_lowers_lr_and_logs_each_step_once(shared_data, tmp_path):
+    model, data, opt, sched = poisoned(shared_data, poison_step=3)
+    rec = Recorder()
+    result = quiet(max_steps=6, val_every=0, ckpt_every=2, on_nan="rewind", rewind_lr_factor=0.5).fit(
+        model, data, opt, sched, logger=rec, ckpt_dir=tmp_path)
+    assert result.rewinds == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    train_steps = [s for s, m in rec.metrics if "train/loss" in m]
+    assert train_steps == [1, 2, 3, 4, 5, 6]  # steps 3.. replayed after the rewind to step 2, logged once
+    assert [(s, m["train/rewinds"]) for s, m in rec.metrics if "train/rewinds" in m] == [(4, 1)]
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * ((1e-3 - 1e-5) * 0.9999**6 + 1e-5))
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["step"] == 6
+
+
+def test_rewind_gives_up_after_max_rewinds(shared_data):
+    model, data, opt, sched = poisoned(shared_data, poison_step=1, always=True)
+    with pytest.raises(TrainingDiverged, match="after 2 rewinds"):
+        quiet(max_steps=5, val_every=0, ckpt_every=1, on_nan="rewind", max_rewinds=2).fit(model, data, opt, sched)
+
+
+def test_no_checkpoint_is_written_after_a_nan_and_the_error_names_the_good_one(shared_data, tmp_path):
+    model, data, opt, sched = poisoned(shared_data, poison_step=2)
+    with pytest.raises(TrainingDiverged, match=f"NaN/inf at or before step 3.*{tmp_path / 'last.pt'}"):
+        quiet(max_steps=6, val_every=0, ckpt_every=1, log_every=100).fit(model, data, opt, sched, ckpt_dir=tmp_path)
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+class SignalAt(SketchRNN):
+    """Sends this process a signal during a given step, as a scheduler would."""
+
+    def __init__(self, step: int, signum: int, **kw):
+        super().__init__(**kw)
+        self.at, self.signum = step, signum
+
+    def loss(self, batch, step=0):
+        if step == self.at:
+            import os
+
+            os.kill(os.getpid(), self.signum)
+        return super().loss(batch, step)
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_stop_signal_writes_a_checkpoint_at_the_current_step(shared_data, tmp_path, signame):
+    import signal
+
+    from sketchlab.engine.trainer import Preempted
+
+    _, data, _, _ = parts(shared_data)
+    model = SignalAt(2, getattr(signal, signame), enc_rnn_size=8, dec_rnn_size=12, z_size=4, num_mixture=2,
+                     max_seq_len=80)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Preempted, match=f"{signame} at step 3") as info:
+        quiet(max_steps=10, val_every=0, ckpt_every=100).fit(model, data, opt, ckpt_dir=tmp_path)
+    assert info.value.checkpoint == tmp_path / "last.pt"
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers are put back
+
+
+def test_kept_hparams_win_over_the_checkpoint(shared_data, tmp_path):
+    model, data, opt, sched = parts(shared_data)
+    quiet(max_steps=2, val_every=0, ckpt_every=2).fit(model, data, opt, sched, ckpt_dir=tmp_path)
+    model, data, _, _ = parts(shared_data)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.5)
+    sched = magenta_decay(opt)
+    quiet(max_steps=3, val_every=0).fit(model, data, opt, sched, resume=tmp_path / "last.pt",
+                                        keep_hparams={"lr", "weight_decay"})
+    group = opt.param_groups[0]
+    assert group["weight_decay"] == 0.5
+    assert group["lr"] == pytest.approx((5e-4 - 1e-5) * 0.9999**3 + 1e-5)
+
+    model, data, _, _ = parts(shared_data)  # without keep_hparams the checkpoint's values come back
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.5)
+    quiet(max_steps=3, val_every=0).fit(model, data, opt, magenta_decay(opt), resume=tmp_path / "last.pt")
+    assert opt.param_groups[0]["weight_decay"] == 0

@@ -35,16 +35,37 @@ def _job_info() -> tuple[Path, str | None, str | None]:
     return Path(hc.runtime.output_dir), sweep_dir, overrides
 
 
+def _base_config() -> DictConfig:
+    """This job's config as composed without any command-line override (what ``resume=`` compares against)."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    return compose(config_name=HydraConfig.get().job.config_name, overrides=[])
+
+
 def train(cfg: DictConfig) -> float:
-    """Train one model as configured; returns the best validation loss (what sweepers minimise)."""
-    from sketchlab.engine.trainer import DistInfo
+    """Train one model as configured; returns the best validation loss (what sweepers minimise).
+
+    With ``resume=`` the config stored in the checkpoint is used (see :mod:`sketchlab.cli.resume`) and
+    the run's MLflow run goes on: one training is one MLflow run, however often it is stopped.
+    """
+    from sketchlab.cli.resume import plan_resume
+    from sketchlab.engine.runtime import DistInfo, seed_everything
+    from sketchlab.engine.trainer import Preempted
     from sketchlab.sampling import visualize_callback
     from sketchlab.tracking.loggers import NullLogger, flatten
+    from sketchlab.tracking.provenance import provenance
     from sketchlab.tracking.sweep import parent_run_for_job
 
     out_dir, sweep_dir, overrides = _job_info()
     dist = DistInfo.from_env()
+    plan = plan_resume(cfg, _base_config(), out_dir) if cfg.get("resume") else None
+    if plan is not None:
+        cfg = plan.cfg
+    ckpt_dir = plan.ckpt_dir if plan is not None else out_dir / "checkpoints"
 
+    # everything random (weights, data order, augmentation) is built after this line
+    seed_everything(int(cfg.seed))
     data = build_data(cfg, dist.rank, dist.world_size).setup()
     model = build(cfg.model.net)
     optimizer = build(cfg.optim)(model.parameters())
@@ -52,11 +73,15 @@ def train(cfg: DictConfig) -> float:
     trainer = build(cfg.trainer)
 
     run_name = cfg.get("run_name") or overrides or f"{cfg.model.name}-{cfg.data.name}"
-    tags = {"sketchlab.model": str(cfg.model.name), "sketchlab.data": str(cfg.data.name),
-            "sketchlab.output_dir": str(out_dir.resolve()), **{str(k): str(v) for k, v in cfg.get("tags", {}).items()}}
-    if cfg.get("resume"):
-        tags["sketchlab.resumed_from"] = str(cfg.resume)
-    logger = (build(cfg.logger, run_name=run_name, parent_run_id=parent_run_for_job(sweep_dir), tags=tags)
+    tags, diff = provenance(trainer.device)
+    tags.update({"sketchlab.model": str(cfg.model.name), "sketchlab.data": str(cfg.data.name),
+                 "sketchlab.output_dir": str(out_dir.resolve()), "sketchlab.checkpoint_dir": str(ckpt_dir.resolve()),
+                 **{str(k): str(v) for k, v in cfg.get("tags", {}).items()}})
+    if plan is not None:
+        tags[f"sketchlab.resumed_at.{int(plan.state['step'])}"] = str(plan.checkpoint.resolve())
+        tags.update({f"sketchlab.resume_override.{k}": f"{old!r} -> {new!r}" for k, (old, new) in plan.changed.items()})
+    logger = (build(cfg.logger, run_name=run_name, parent_run_id=parent_run_for_job(sweep_dir), tags=tags,
+                    run_id=plan.run_id if plan is not None else None, spool_dir=str(out_dir))
               if dist.is_main else NullLogger())
     resolved = OmegaConf.to_container(cfg, resolve=True)
     status = "FAILED"
@@ -66,19 +91,30 @@ def train(cfg: DictConfig) -> float:
         (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
         logger.log_artifact(out_dir / "config_resolved.yaml")
         logger.log_artifact(out_dir / ".hydra", "hydra")
+        if diff is not None:
+            (out_dir / "code.diff").write_text(diff)
+            logger.log_artifact(out_dir / "code.diff", "provenance")
         vis = cfg.get("visualize", {})
         on_val = (visualize_callback(data, logger, n=int(vis.get("n", 8)), temperature=float(vis.get("temperature", 0.4)))
                   if vis.get("enabled", True) and dist.is_main else None)
-        result = trainer.fit(model, data, optimizer, scheduler, logger=logger, ckpt_dir=out_dir / "checkpoints",
-                             resume=cfg.get("resume"), on_validation=on_val,
-                             checkpoint_extra={"config": resolved, "data_scale": data.scale})
+        extra = {"config": resolved, "data_scale": data.scale, "mlflow_run_id": logger.run_id}
+        result = trainer.fit(model, data, optimizer, scheduler, logger=logger, ckpt_dir=ckpt_dir,
+                             resume=plan.state if plan is not None else None, on_validation=on_val,
+                             checkpoint_extra=extra, keep_hparams=plan.keep_hparams if plan is not None else (),
+                             keep_schedule=plan.keep_schedule if plan is not None else False)
         if getattr(logger, "log_checkpoints", False):
-            logger.log_artifact(out_dir / "checkpoints", "checkpoints")
+            logger.log_artifact(ckpt_dir, "checkpoints")
         if math.isfinite(result.best_val):
             logger.log_metrics({"val/best_loss": result.best_val}, result.step)
         status = "FINISHED"
         log.info("done: step %d, best val loss %.4f, outputs in %s", result.step, result.best_val, out_dir)
         return result.best_val
+    except Preempted as stop:
+        status = "KILLED"
+        if stop.checkpoint is not None and getattr(logger, "log_checkpoints", False):
+            logger.log_artifact(ckpt_dir, "checkpoints")
+        log.warning("%s; continue with: resume=%s", stop, ckpt_dir.parent if ckpt_dir.name == "checkpoints" else ckpt_dir)
+        raise SystemExit(128 + stop.signum) from None
     except KeyboardInterrupt:
         status = "KILLED"
         raise

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
-import os
-import random
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from sketchlab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sketchlab.engine.runtime import DistInfo, init_distributed, pick_device, seed_everything, set_deterministic
 from sketchlab.models.base import SketchModel
 
 log = logging.getLogger(__name__)
@@ -25,54 +26,6 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` → this rank's CUDA device when there is one, else the CPU."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"trainer.device={device} but CUDA is not available on this machine; use device=auto or cpu")
-    return dev
-
-
-@dataclass
-class DistInfo:
-    """Where this process sits in a torchrun job (rank 0 of 1 without one)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> DistInfo:
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                   int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group torchrun set up (no-op for a single process)."""
-    info = DistInfo.from_env()
-    if info.world_size > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        torch.distributed.init_process_group(backend=backend)
-    return info
 
 
 class _LossModule(nn.Module):
@@ -116,6 +69,7 @@ class TrainResult:
     best_val: float
     last_val: dict[str, float] = field(default_factory=dict)
     checkpoint: Path | None = None
+    rewinds: int = 0
 
 
 class Trainer:
@@ -125,12 +79,19 @@ class Trainer:
     itself is computed in float32 by the models). ``grad_clip_mode`` is ``"norm"`` (global norm) or
     ``"value"`` (element-wise, as magenta's Sketch-RNN). ``val_every``/``ckpt_every``/``log_every``
     are in steps; 0 disables. ``threads`` sets torch's CPU threads (None: torch's default).
+
+    A checkpoint is only written from finite weights whose losses since the previous one were all
+    finite. On a NaN/inf loss the run stops (``on_nan="stop"``) or, with ``on_nan="rewind"``, goes back
+    to the last good state, multiplies the learning rate by ``rewind_lr_factor``, skips the offending
+    batch and goes on, at most ``max_rewinds`` times. SIGTERM/SIGINT write a checkpoint at the current
+    step and raise :class:`Preempted`. ``deterministic`` turns on ``torch.use_deterministic_algorithms``.
     """
 
     def __init__(self, max_steps: int = 1000, val_every: int = 500, log_every: int = 50, ckpt_every: int = 500,
                  val_batches: int | None = None, grad_clip: float | None = 1.0, grad_clip_mode: str = "norm",
                  precision: str | int = "32", device: str = "auto", progress: bool = True,
-                 seed: int = 0, threads: int | None = None) -> None:
+                 seed: int = 0, threads: int | None = None, on_nan: str = "stop", max_rewinds: int = 3,
+                 rewind_lr_factor: float = 0.5, deterministic: bool = False) -> None:
         if grad_clip_mode not in ("norm", "value"):
             raise ValueError(f"grad_clip_mode must be 'norm' or 'value', got '{grad_clip_mode}'")
         precision = str(precision)
@@ -150,6 +111,12 @@ class Trainer:
         self.progress = progress
         self.seed = seed
         self.dist = DistInfo()
+        if on_nan not in ("stop", "rewind"):
+            raise ValueError(f"trainer.on_nan must be 'stop' or 'rewind', got '{on_nan}'")
+        if not 0 < rewind_lr_factor <= 1:
+            raise ValueError(f"trainer.rewind_lr_factor must be in (0, 1], got {rewind_lr_factor}")
+        self.on_nan, self.max_rewinds, self.rewind_lr_factor = on_nan, int(max_rewinds), float(rewind_lr_factor)
+        self.deterministic = bool(deterministic)
 
     # -- pieces -----------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -186,39 +153,69 @@ class Trainer:
                 "data": data.state_dict() if hasattr(data, "state_dict") else None,
                 "step": step, "best_val": best_val, "rng": rng_state(), **extra}
 
+    def _restore(self, state: dict[str, Any], model: SketchModel, optimizer: torch.optim.Optimizer,
+                 scheduler: Any, data: Any, keep_hparams: Collection[str] = (), keep_schedule: bool = False,
+                 source: Any = "checkpoint") -> None:
+        """Load a checkpoint's states into the live objects.
+
+        ``keep_hparams`` names optimizer hyper-parameters (param-group keys such as ``lr`` or
+        ``weight_decay``) whose freshly configured values win over the checkpoint's; with
+        ``keep_schedule`` the freshly built schedule's settings win too. Without them a resumed run
+        silently trains with the old values (the optimizer state dict carries its param groups).
+        """
+        fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        fresh_sched = _schedule_settings(scheduler) if scheduler is not None else None
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise ValueError(f"cannot resume from {source}: the checkpoint does not fit this model/optimizer "
+                             f"config (resume with the settings it was trained with). {exc}") from exc
+        _move_optimizer_state(optimizer, self.device)
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        for group, fresh in zip(optimizer.param_groups, fresh_groups):
+            for key in keep_hparams:
+                if key in fresh:
+                    group[key] = fresh[key]
+        if scheduler is not None and (keep_schedule or "lr" in keep_hparams):
+            _apply_schedule_settings(scheduler, fresh_sched, lrs=[g["lr"] for g in fresh_groups]
+                                     if "lr" in keep_hparams else None, settings=keep_schedule)
+        if state.get("data") is not None and hasattr(data, "load_state_dict"):
+            data.load_state_dict(state["data"])
+        set_rng_state(state["rng"])
+
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self, model: SketchModel, data: Any, optimizer: torch.optim.Optimizer,
             scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, logger: Any = None,
-            ckpt_dir: str | Path | None = None, resume: str | Path | None = None,
+            ckpt_dir: str | Path | None = None, resume: str | Path | dict[str, Any] | None = None,
             on_validation: Callable[[SketchModel, int], None] | None = None,
-            checkpoint_extra: dict[str, Any] | None = None) -> TrainResult:
-        """Train ``model`` until ``max_steps``; ``resume`` continues a checkpoint (file or run dir).
+            checkpoint_extra: dict[str, Any] | None = None, keep_hparams: Collection[str] = (),
+            keep_schedule: bool = False) -> TrainResult:
+        """Train ``model`` until ``max_steps``; ``resume`` continues a checkpoint (file, run dir or loaded state).
 
         The optimizer must already hold ``model``'s parameters; the model is moved to the device here.
+        ``keep_hparams``/``keep_schedule``: see :meth:`_restore`.
         """
         self.dist = init_distributed(self.device)
+        set_deterministic(self.deterministic)
         is_main = self.dist.is_main
         model.to(self.device)
         _move_optimizer_state(optimizer, self.device)
         ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
         extra = dict(checkpoint_extra or {})
         start, best_val = 0, math.inf
-        if resume:
+        if resume is not None and not isinstance(resume, dict):
             state = load_checkpoint(resume, map_location=self.device)
-            try:
-                model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-            except (RuntimeError, ValueError, KeyError) as exc:
-                raise ValueError(f"cannot resume from {resume}: the checkpoint does not fit this model/optimizer "
-                                 f"config (resume with the settings it was trained with). {exc}") from exc
-            if scheduler is not None and state.get("scheduler") is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            if state.get("data") is not None and hasattr(data, "load_state_dict"):
-                data.load_state_dict(state["data"])
-            set_rng_state(state["rng"])
-            start, best_val = int(state["step"]), float(state.get("best_val", math.inf))
-            log.info("resumed from %s at step %d", resume, start)
         else:
+            state = resume
+        if state is not None:
+            self._restore(state, model, optimizer, scheduler, data, keep_hparams, keep_schedule,
+                          source=resume if not isinstance(resume, dict) else "the checkpoint")
+            start, best_val = int(state["step"]), float(state.get("best_val", math.inf))
+            log.info("resumed at step %d", start)
+        else:
+            # the training stream (dropout, augmentation draws) differs per rank; the weights don't
             seed_everything(self.seed + self.dist.rank)
         self._step = start
 
@@ -237,74 +234,233 @@ class Trainer:
         n_acc, t0 = 0, time.perf_counter()
         last_val: dict[str, float] = {}
         last_ckpt: Path | None = None
+        best_ckpt: Path | None = None
         batches = data.train_batches()
         params = [p for p in model.parameters() if p.requires_grad]
+        rewind = self.on_nan == "rewind"
+        # what a rewind goes back to: a copy, since state dicts hold references to the live tensors
+        good = copy.deepcopy(self._checkpoint_state(model, optimizer, scheduler, data, start, best_val, {})) \
+            if rewind else None
+        good_scale, lr_scale, rewinds = 1.0, 1.0, 0
+        skip_steps: set[int] = set()
+        logged_upto = start  # a rewind replays steps: each step's metrics are logged once
         model.train()
+
+        def log_metrics(metrics: dict[str, float], step: int, force: bool = False) -> None:
+            nonlocal logged_upto
+            if logger is not None and (force or step > logged_upto):
+                logger.log_metrics(metrics, step)
+
+        def diverged(step: int) -> TrainingDiverged:
+            where = ", ".join(str(p) for p in (last_ckpt, best_ckpt) if p) or None
+            return TrainingDiverged(
+                f"loss became NaN/inf at or before step {step}; stopping. "
+                + (f"Checkpoints written from finite weights and losses: {where} (best.pt has the lowest "
+                   "validation loss and is the safer restart). " if where else "No checkpoint was written. ")
+                + "Try a lower learning rate (optim.lr), gradient clipping (trainer.grad_clip), precision=32, "
+                  "or trainer.on_nan=rewind.")
 
         def check_finite(step: int) -> None:
             if bool(bad):
-                raise TrainingDiverged(
-                    f"loss became NaN/inf at or before step {step}; stopping. "
-                    + (f"The last good checkpoint is {last_ckpt}. " if last_ckpt else "No checkpoint was written. ")
-                    + "Try a lower learning rate (optim.lr), gradient clipping (trainer.grad_clip) "
-                      "or precision=32.")
+                raise diverged(step)
 
-        try:
-            for step in range(start, self.max_steps):
-                self._step = step
-                batch = to_device(next(batches), self.device)
-                with self._autocast():
-                    out = runner(batch, step)
-                loss = out["loss"]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = self._clip(params)
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                bad |= ~torch.isfinite(loss.detach())
-                for key, value in out.items():
-                    v = value.detach().float()
-                    sums[key] = sums[key] + v if key in sums else v
-                if grad_norm is not None:
-                    sums["grad_norm"] = sums.get("grad_norm", 0) + grad_norm.detach().float()
-                n_acc += 1
-                done = step + 1
-                bar.update(1)
+        with _StopSignals() as stop:
+            try:
+                step = start
+                while step < self.max_steps:
+                    self._step = step
+                    batch = next(batches)
+                    if step in skip_steps:  # the batch that made this step diverge before a rewind
+                        skip_steps.discard(step)
+                        batch = next(batches)
+                    batch = to_device(batch, self.device)
+                    with self._autocast():
+                        out = runner(batch, step)
+                    loss = out["loss"]
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    grad_norm = self._clip(params)
+                    if rewind and not (torch.isfinite(loss) and (grad_norm is None or torch.isfinite(grad_norm))):
+                        rewinds += 1
+                        if rewinds > self.max_rewinds:
+                            raise TrainingDiverged(f"loss or gradient became NaN/inf at step {step + 1} after "
+                                                   f"{self.max_rewinds} rewinds (trainer.max_rewinds); stopping")
+                        lr_scale *= self.rewind_lr_factor
+                        log.warning("non-finite loss at step %d: rewinding to step %d with lr x%g (rewind %d of %d)",
+                                    step + 1, good["step"], lr_scale, rewinds, self.max_rewinds)
+                        log_metrics({"train/rewinds": rewinds, "train/rewind_lr_scale": lr_scale}, step + 1,
+                                    force=True)
+                        skip_steps.add(step)
+                        self._restore(copy.deepcopy(good), model, optimizer, scheduler, data)
+                        _scale_lr(optimizer, scheduler, lr_scale / good_scale)
+                        batches = data.train_batches()
+                        step, best_val = int(good["step"]), float(good["best_val"])
+                        sums, n_acc, t0 = {}, 0, time.perf_counter()
+                        bar.reset(total=self.max_steps)
+                        bar.update(step)
+                        continue
+                    optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
+                    bad |= ~torch.isfinite(loss.detach())
+                    for key, value in out.items():
+                        v = value.detach().float()
+                        sums[key] = sums[key] + v if key in sums else v
+                    if grad_norm is not None:
+                        sums["grad_norm"] = sums.get("grad_norm", 0) + grad_norm.detach().float()
+                    n_acc += 1
+                    step = done = step + 1
+                    bar.update(1)
 
-                if self.log_every and (done % self.log_every == 0 or done == self.max_steps):
-                    check_finite(done)
-                    elapsed = time.perf_counter() - t0
-                    metrics = {f"train/{k}": float(v) / n_acc for k, v in sums.items()}
-                    metrics["train/lr"] = optimizer.param_groups[0]["lr"]
-                    metrics["train/steps_per_s"] = n_acc / max(elapsed, 1e-9)
-                    bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
-                    if logger is not None:
-                        logger.log_metrics(metrics, done)
-                    sums, n_acc, t0 = {}, 0, time.perf_counter()
+                    if self.log_every and (done % self.log_every == 0 or done == self.max_steps):
+                        check_finite(done)
+                        elapsed = time.perf_counter() - t0
+                        metrics = {f"train/{k}": float(v) / n_acc for k, v in sums.items()}
+                        metrics["train/lr"] = optimizer.param_groups[0]["lr"]
+                        metrics["train/steps_per_s"] = n_acc / max(elapsed, 1e-9)
+                        bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
+                        log_metrics(metrics, done)
+                        sums, n_acc, t0 = {}, 0, time.perf_counter()
 
-                if self.val_every and (done % self.val_every == 0 or done == self.max_steps):
-                    check_finite(done)
-                    last_val = self.validate(model, data)
-                    best_val = min(best_val, last_val.get("loss", math.inf))
-                    if logger is not None:
-                        logger.log_metrics({f"val/{k}": v for k, v in last_val.items()}, done)
-                    if on_validation is not None and is_main:
-                        on_validation(model, done)
-                    model.train()
+                    if self.val_every and (done % self.val_every == 0 or done == self.max_steps):
+                        check_finite(done)
+                        last_val = self.validate(model, data)
+                        if not all(math.isfinite(v) for v in last_val.values()):
+                            raise TrainingDiverged(
+                                f"validation loss is not finite at step {done} ({last_val}) while the training "
+                                "loss is: check the valid split of the data for bad values")
+                        best_val = min(best_val, last_val.get("loss", math.inf))
+                        log_metrics({f"val/{k}": v for k, v in last_val.items()}, done)
+                        if on_validation is not None and is_main:
+                            on_validation(model, done)
+                        model.train()
 
-                if ckpt_dir is not None and is_main and self.ckpt_every and (
-                        done % self.ckpt_every == 0 or done == self.max_steps):
-                    check_finite(done)
-                    state = self._checkpoint_state(model, optimizer, scheduler, data, done, best_val, extra)
-                    last_ckpt = save_checkpoint(ckpt_dir / "last.pt", state)
-                    if last_val and last_val.get("loss", math.inf) <= best_val:
-                        save_checkpoint(ckpt_dir / "best.pt", state)
-            check_finite(self.max_steps)
-        finally:
-            bar.close()
+                    stopping = stop.requested(self.dist.world_size, self.device)
+                    periodic = self.ckpt_every and (done % self.ckpt_every == 0 or done == self.max_steps)
+                    writes = (ckpt_dir is not None and is_main) or rewind
+                    if (periodic or stopping) and writes and not bool(bad) and _finite(params):
+                        state = self._checkpoint_state(model, optimizer, scheduler, data, done, best_val, extra)
+                        if ckpt_dir is not None and is_main:
+                            last_ckpt = save_checkpoint(ckpt_dir / "last.pt", state)
+                            if last_val and last_val.get("loss", math.inf) <= best_val:
+                                best_ckpt = save_checkpoint(ckpt_dir / "best.pt", state)
+                        if rewind:
+                            good, good_scale = copy.deepcopy(state), lr_scale
+                    elif (periodic or stopping) and writes:
+                        check_finite(done)
+                        raise diverged(done)  # finite losses but non-finite weights
+                    logged_upto = max(logged_upto, done)
+                    if stopping:
+                        raise Preempted(stop.signum, done, last_ckpt)
+                check_finite(self.max_steps)
+            finally:
+                bar.close()
         return TrainResult(step=max(self.max_steps, start), best_val=best_val, last_val=last_val,
-                           checkpoint=last_ckpt)
+                           checkpoint=last_ckpt, rewinds=rewinds)
+
+
+class Preempted(RuntimeError):
+    """A stop signal (SIGTERM, SIGINT) arrived; a checkpoint of the current step was written."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None) -> None:
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} at step {step}"
+                         + (f"; checkpoint {checkpoint}" if checkpoint else "; no checkpoint directory"))
+
+
+class _StopSignals:
+    """Turns SIGTERM/SIGINT into a flag the loop checks after each step (a second SIGINT aborts at once).
+
+    SLURM and other schedulers send SIGTERM before killing a job; finishing the step and writing a
+    checkpoint then is what lets ``resume=`` lose nothing.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s received: stopping after this step with a checkpoint", signal.Signals(signum).name)
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def requested(self, world_size: int, device: torch.device) -> bool:
+        """Whether any rank was asked to stop (all ranks must stop at the same step)."""
+        if world_size > 1:
+            flag = torch.tensor([self.signum or 0], device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            if int(flag) and self.signum is None:
+                self.signum = int(flag)
+        return self.signum is not None
+
+
+def _finite(params: Iterable[torch.Tensor]) -> bool:
+    """Whether every parameter is finite (one sync for all of them)."""
+    params = list(params)
+    return not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+
+
+def _schedule_settings(scheduler: Any) -> dict[str, Any]:
+    """The configurable part of a scheduler: its lr factors' settings (LambdaLR) and base lrs."""
+    lambdas = [copy.deepcopy(vars(f)) for f in getattr(scheduler, "lr_lambdas", []) if hasattr(f, "__dict__")]
+    return {"lambdas": lambdas, "base_lrs": list(getattr(scheduler, "base_lrs", []))}
+
+
+def _apply_schedule_settings(scheduler: Any, fresh: dict[str, Any] | None, lrs: list[float] | None,
+                             settings: bool) -> None:
+    """Put freshly configured schedule settings and/or base lrs into a restored scheduler, then recompute lr."""
+    if fresh is None:
+        return
+    if settings:
+        for f, attrs in zip(getattr(scheduler, "lr_lambdas", []), fresh["lambdas"]):
+            vars(f).update(copy.deepcopy(attrs))
+    if lrs is not None:
+        scheduler.base_lrs = list(lrs)
+        for f, lr in zip(getattr(scheduler, "lr_lambdas", []), lrs):
+            if hasattr(f, "base_lr"):
+                f.base_lr = lr
+        for g, lr in zip(scheduler.optimizer.param_groups, lrs):
+            g["initial_lr"] = lr
+    _recompute_lr(scheduler)
+
+
+def _recompute_lr(scheduler: Any) -> None:
+    """Set each group's lr to what the scheduler gives at its current step."""
+    if hasattr(scheduler, "lr_lambdas"):
+        for g, base, f in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            g["lr"] = base * f(scheduler.last_epoch)
+    elif hasattr(scheduler, "_get_closed_form_lr"):
+        for g, lr in zip(scheduler.optimizer.param_groups, scheduler._get_closed_form_lr()):
+            g["lr"] = lr
+    scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+
+
+def _scale_lr(optimizer: torch.optim.Optimizer, scheduler: Any, factor: float) -> None:
+    """Multiply the learning rate (and the schedule's base) by ``factor``."""
+    if factor == 1.0:
+        return
+    for g in optimizer.param_groups:
+        g["lr"] *= factor
+        if "initial_lr" in g:
+            g["initial_lr"] *= factor
+    if scheduler is not None:
+        # the lr factors stay as they are, so the whole schedule (its floor too) is scaled
+        scheduler.base_lrs = [b * factor for b in scheduler.base_lrs]
+        _recompute_lr(scheduler)
 
 
 def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
