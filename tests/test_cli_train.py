@@ -30,18 +30,15 @@ def test_two_step_training_writes_mlflow_run(tmp_path, shared_data, model):
     assert (run_dir / "checkpoints" / "last.pt").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
 
 
-def test_resume_continues_from_saved_step(tmp_path, shared_data):
+def test_resume_continues_the_same_run_from_saved_step(tmp_path, shared_data):
     train(tmp_path, *TINY_RNN, *SHORT, "logger.experiment_name=r")
     (first,) = run_dirs(tmp_path)
-    before = (first / "checkpoints" / "last.pt").read_bytes()
-    train(tmp_path, *TINY_RNN, *SHORT, "trainer.max_steps=4", f"resume={first}", "logger.experiment_name=r")
-    second = [d for d in run_dirs(tmp_path) if d != first][0]
-    state = torch.load(second / "checkpoints" / "last.pt", weights_only=False)
-    assert state["step"] == 4
-    assert (first / "checkpoints" / "last.pt").read_bytes() == before  # the old run is left untouched
-    c, runs = runs_of(tmp_path, "r")
-    resumed = [r for r in runs if "sketchlab.resumed_from" in r.data.tags][0]
-    assert [m.step for m in c.get_metric_history(resumed.info.run_id, "train/loss")] == [3, 4]
+    train(tmp_path, "trainer.max_steps=4", f"resume={first}")
+    state = torch.load(first / "checkpoints" / "last.pt", weights_only=False)
+    assert state["step"] == 4  # the run's own folder goes on
+    c, (run,) = runs_of(tmp_path, "r")
+    assert [m.step for m in c.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3, 4]
+    assert run.info.status == "FINISHED" and "sketchlab.resumed_at.2" in run.data.tags
 
 
 def test_sweep_makes_parent_with_children(tmp_path, shared_data):

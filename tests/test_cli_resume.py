@@ -1,0 +1,107 @@
+"""One training is one MLflow run: same seed, same run; stop signals, kills and resume= lose nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import REPO, SHORT, TINY_RNN, client, run_dirs, runs_of, train
+
+LOG_EVERY_STEP = ["trainer.log_every=1", "trainer.val_every=0", "trainer.progress=false", "visualize.enabled=false",
+                  "trainer.threads=1"]
+
+
+def losses(tmp_path: Path, experiment: str) -> dict[str, list[tuple[int, float]]]:
+    c, runs = runs_of(tmp_path, experiment)
+    return {r.info.run_id: [(m.step, m.value) for m in sorted(c.get_metric_history(r.info.run_id, "train/loss"),
+                                                              key=lambda m: (m.step, m.timestamp))] for r in runs}
+
+
+def test_same_seed_gives_identical_losses_in_two_processes(tmp_path, shared_data):
+    args = [*TINY_RNN, *LOG_EVERY_STEP, "trainer.max_steps=5", "logger.experiment_name=seed"]
+    train(tmp_path / "a", *args)
+    train(tmp_path / "b", *args)
+    train(tmp_path / "c", *args, "seed=1")
+    (a,), (b,), (c,) = (list(losses(tmp_path / d, "seed").values()) for d in "abc")
+    assert [s for s, _ in a] == [1, 2, 3, 4, 5]
+    assert a == b  # exact float equality, process after process
+    assert a != c
+
+
+def test_provenance_is_recorded(tmp_path, shared_data):
+    train(tmp_path, *TINY_RNN, *SHORT, "logger.experiment_name=prov")
+    _, (run,) = runs_of(tmp_path, "prov")
+    tags = run.data.tags
+    assert len(tags["mlflow.source.git.commit"]) == 40 and tags["sketchlab.git.dirty"] in ("true", "false")
+    for pkg in ("torch", "numpy", "hydra-core", "mlflow", "torchdiffeq", "torchcde", "sketchlab"):
+        assert tags[f"sketchlab.version.{pkg}"] not in ("", "missing")
+    assert tags["sketchlab.device"] == "cpu" and tags["sketchlab.cpu"]
+
+
+def _wait_for_steps(tmp_path: Path, experiment: str, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        try:
+            hist = list(losses(tmp_path, experiment).values())
+            if hist and len(hist[0]) >= n:
+                return
+        except Exception:  # the store may not exist yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"training logged fewer than {n} steps in {timeout} s")
+
+
+def _start(tmp_path: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "SKETCHLAB_OUTPUTS": str(tmp_path / "outputs"), "HYDRA_FULL_ERROR": "0"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), *overrides], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_stopped_and_resumed_training_is_one_run_equal_to_a_straight_one(tmp_path, shared_data, signum):
+    args = [*TINY_RNN, *LOG_EVERY_STEP, "trainer.max_steps=150", "trainer.ckpt_every=10", "logger.experiment_name=k"]
+    proc = _start(tmp_path / "stopped", *args)
+    _wait_for_steps(tmp_path / "stopped", "k", 15, proc)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    c, (run,) = runs_of(tmp_path / "stopped", "k")
+    if signum == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+        assert run.info.status == "KILLED"
+    else:
+        assert run.info.status == "RUNNING"  # nothing can mark it: the resume will
+    (run_dir,) = run_dirs(tmp_path / "stopped")
+    assert not list((run_dir / "checkpoints").glob(".*"))  # no temporary file left behind
+
+    train(tmp_path / "stopped", f"resume={run_dir}")  # the stored config is enough
+    c, (resumed,) = runs_of(tmp_path / "stopped", "k")  # still one run
+    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
+    train(tmp_path / "straight", *args)
+    (stopped_history,) = losses(tmp_path / "stopped", "k").values()
+    (straight_history,) = losses(tmp_path / "straight", "k").values()
+    assert [s for s, _ in stopped_history] == list(range(1, 151))  # every step once
+    assert stopped_history == straight_history
+
+
+def test_resume_refuses_changed_training_settings_unless_asked(tmp_path, shared_data):
+    train(tmp_path, *TINY_RNN, *SHORT, "logger.experiment_name=o")
+    (run_dir,) = run_dirs(tmp_path)
+    proc = train(tmp_path, f"resume={run_dir}", "optim.lr=0.5", "trainer.max_steps=3", check=False)
+    assert proc.returncode != 0 and "optim.lr: 0.001 in the checkpoint, 0.5 now" in proc.stderr
+    assert "resume_overrides=[optim.lr]" in proc.stderr
+    train(tmp_path, f"resume={run_dir}", "optim.lr=0.5", "resume_overrides=[optim.lr]", "trainer.max_steps=3")
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert state["step"] == 3 and state["optimizer"]["param_groups"][0]["initial_lr"] == 0.5
+    c, (run,) = runs_of(tmp_path, "o")
+    assert run.data.tags["sketchlab.resume_override.optim.lr"] == "0.001 -> 0.5"
+    assert run.info.status == "FINISHED"
