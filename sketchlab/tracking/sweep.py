@@ -8,13 +8,15 @@ schema migration and crash.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sketchlab.tracking.loggers import MLflowLogger, get_experiment_id, mlflow_client, sweep_parent_id, write_sweep_parent
+from sketchlab.tracking.loggers import (HOST_TAG, PID_TAG, MLflowLogger, get_experiment_id, mlflow_client,
+                                        sweep_parent_id, write_sweep_parent)
 
 PARENT_ENV = "SKETCHLAB_MLFLOW_PARENT_RUN"
 
@@ -37,7 +39,9 @@ class MLflowSweepCallback(Callback):
         overrides = " ".join(config.hydra.overrides.task)
         run = client.create_run(experiment_id, run_name=f"sweep {Path(sweep_dir).name}",
                                 tags={"sketchlab.sweep_dir": str(Path(sweep_dir).resolve()),
-                                      "sketchlab.sweep_overrides": overrides, "sketchlab.role": "sweep"})
+                                      "sketchlab.sweep_overrides": overrides, "sketchlab.role": "sweep",
+                                      # lets `sketchlab-runs` see a sweep whose launcher was killed
+                                      HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
         write_sweep_parent(sweep_dir, run.info.run_id)
         os.environ[PARENT_ENV] = run.info.run_id
 
