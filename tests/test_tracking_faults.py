@@ -203,3 +203,15 @@ def test_null_logger_takes_the_new_options():
     logger = NullLogger(run_id="x", spool_dir="/nowhere", connect_timeout=1)
     assert logger.log_params({"a": 1}) == [] and logger.flush() is True and logger.params_changed == []
     logger.finish()
+
+
+def test_heartbeat_is_refreshed_by_the_writer(tmp_path):
+    logger = MLflowLogger("beat", outputs_dir=tmp_path, heartbeat_every=1)
+    client = MlflowClient(logger.tracking_uri)
+    first = int(client.get_run(logger.run_id).data.tags["sketchlab.heartbeat"])
+    deadline = time.time() + 10
+    while int(client.get_run(logger.run_id).data.tags["sketchlab.heartbeat"]) == first and time.time() < deadline:
+        time.sleep(0.3)
+    assert int(client.get_run(logger.run_id).data.tags["sketchlab.heartbeat"]) > first
+    assert client.get_run(logger.run_id).data.tags["sketchlab.pid"] == str(os.getpid())
+    logger.finish()

@@ -13,6 +13,7 @@ does not take in time go to a local spool file (see :mod:`sketchlab.tracking.spo
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import math
@@ -21,6 +22,7 @@ import queue
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -209,6 +211,36 @@ def _call_with_timeout(fn: Callable[[], Any], timeout: float) -> Any:
     return box["value"]
 
 
+def unavailable_message(uri: str, exc: BaseException) -> str:
+    return (f"the MLflow tracking store {uri} is not available ({type(exc).__name__}: {exc}). "
+            "Training was not started. Start/fix that store, or choose another one with "
+            "logger.tracking_uri=<uri> (or the MLFLOW_TRACKING_URI environment variable), "
+            "or train without tracking with logger=none.")
+
+
+def open_store(uri: str, fn: Callable[[Any], Any] | None = None, timeout: float = 10.0) -> tuple[Any, Any]:
+    """``(client, fn(client))`` on store ``uri``, within ``timeout`` s, else :class:`TrackingUnavailable`.
+
+    For the start of a training or a sweep: an unreachable store fails here, quickly and clearly,
+    instead of hanging in MLflow's long HTTP retries. The wait for a sibling process creating a
+    fresh sqlite store is not part of the timeout. Errors that show the store answered (a missing
+    run, a deleted experiment: ``ValueError``) are raised as they are.
+    """
+    def start() -> tuple[Any, Any]:
+        client = _new_client(uri)
+        return client, (fn(client) if fn is not None else None)
+
+    try:
+        with _store_creation_lock(uri), _short_http_timeouts(uri, timeout):
+            return _call_with_timeout(start, timeout)
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every other start-up failure gets the same clear message
+        if _is_missing(exc):
+            raise
+        raise TrackingUnavailable(unavailable_message(uri, exc)) from exc
+
+
 def _is_missing(exc: BaseException) -> bool:
     return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
 
@@ -264,6 +296,8 @@ class MLflowLogger:
         self._last_replay = -math.inf
         self._thread = threading.Thread(target=self._work, daemon=True, name="sketchlab-mlflow-writer")
         self._thread.start()
+        # a script that never calls finish() still gets its queued records written (or spooled)
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     # -- start-up: synchronous, bounded, fails clearly -------------------------------------------
     def _start(self, experiment_name: str, outputs_dir: str | Path, run_name: str | None,
@@ -273,29 +307,22 @@ class MLflowLogger:
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
 
-        def start() -> tuple[Any, Any]:
-            client = _new_client(uri)
+        def start(client: Any) -> tuple[Any, dict[str, int]]:
             if run_id:
                 run = client.get_run(run_id)
                 client.update_run(run_id, status="RUNNING")
                 send_record(client, run_id, {"kind": "tags", "tags": tags})
                 floor = {k: max(s) for k, s in metric_steps(client, run_id, run.data.metrics).items() if s}
-                return client, (run, floor)
+                return run, floor
             experiment_id = get_experiment_id(client, experiment_name, Path(outputs_dir) / "mlartifacts")
-            return client, (client.create_run(experiment_id, run_name=run_name, tags=tags), {})
+            return client.create_run(experiment_id, run_name=run_name, tags=tags), {}
 
         try:
-            # the wait for a sibling process creating a fresh sqlite store is not part of the timeout
-            with _store_creation_lock(uri), _short_http_timeouts(uri, timeout):
-                self.client, (run, floor) = _call_with_timeout(start, timeout)
-        except Exception as exc:  # noqa: BLE001 - every start-up failure gets the same clear message
+            self.client, (run, floor) = open_store(uri, start, timeout)
+        except Exception as exc:
             if run_id and _is_missing(exc):
                 raise ValueError(f"cannot reopen MLflow run {run_id}: no such run in {uri}") from exc
-            raise TrackingUnavailable(
-                f"the MLflow tracking store {uri} is not available ({type(exc).__name__}: {exc}). "
-                "Training was not started. Start/fix that store, or choose another one with "
-                "logger.tracking_uri=<uri> (or the MLFLOW_TRACKING_URI environment variable), "
-                "or train without tracking with logger=none.") from exc
+            raise
         self.run_id: str | None = run.info.run_id
         self.experiment_id = run.info.experiment_id
         self._params = dict(run.data.params)
@@ -357,6 +384,10 @@ class MLflowLogger:
 
     def log_image(self, image: Any, key: str, step: int) -> None:
         """Log a PIL image under ``key`` at ``step``: the MLflow UI shows it with a step slider."""
+        if not hasattr(image, "save"):  # a numpy array: keep it as a PIL image (it may be spooled)
+            from PIL import Image
+
+            image = Image.fromarray(image)
         self._put({"kind": "image", "image": image.copy(), "key": key, "step": int(step)})
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
@@ -380,8 +411,12 @@ class MLflowLogger:
         if self._finished:
             return
         self._put({"kind": "status", "status": status, "end_time": int(time.time() * 1000)})
+        self._close(self.flush_timeout)
+
+    def _close(self, timeout: float) -> None:
+        """Stop the writer: wait at most ``timeout`` s for it, then spool what it did not handle."""
         self._finished = True
-        done = self.flush()
+        done = self.flush(timeout)
         with self._cond:
             self._abandoned = True
             left = [] if done or self._inflight is None else [self._inflight]
@@ -395,7 +430,7 @@ class MLflowLogger:
         self._queue.put(_STOP)
         if left:
             self._spool(left)
-        if self.n_spooled:
+        if self.n_spooled and self.spool_path.is_file():
             log.warning("%d tracking record(s) of run %s could not reach %s; they are kept in %s - replay them "
                         "with `sketchlab-runs --sync %s`", self.n_spooled, self.run_id, self.tracking_uri,
                         self.spool_path, self.spool_path.parent)
@@ -404,7 +439,7 @@ class MLflowLogger:
     def _work(self) -> None:
         while True:
             try:
-                rec = self._queue.get(timeout=min(self.heartbeat_every, 5.0))
+                rec = self._queue.get(timeout=min(max(self.heartbeat_every, 0.1), 5.0))
             except queue.Empty:
                 rec = None
             if rec is _STOP:
@@ -496,6 +531,12 @@ class MLflowLogger:
             self.n_spooled += append_records(self.spool_path, out)
         except Exception as exc:  # noqa: BLE001 - nothing more can be done without stopping training
             log.error("could not write %d tracking record(s) to %s: %s", len(out), self.spool_path, exc)
+
+
+def _close_at_exit(ref: weakref.ref) -> None:
+    logger = ref()
+    if logger is not None and not logger._finished:
+        logger._close(min(logger.flush_timeout, 10.0))
 
 
 def sweep_parent_id(sweep_dir: str | Path | None) -> str | None:
