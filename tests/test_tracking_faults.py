@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from sketchlab.cli.runs import is_dead, main as runs_main
 from sketchlab.tracking.loggers import MLflowLogger, NullLogger, TrackingUnavailable
@@ -69,6 +70,7 @@ def test_locked_store_mid_run_spools_then_sync_completes_the_run(tmp_path, capsy
         logger.set_tags({"t": "v"})
         (tmp_path / "note.txt").write_text("hi")
         logger.log_artifact(tmp_path / "note.txt")
+        logger.log_image(Image.new("RGB", (4, 4)), "val/samples", step=10)
         assert time.monotonic() - t0 < 1.0  # logging never waits for the store
         logger.finish("FINISHED")
         assert time.monotonic() - t0 < 6.0  # finish waits flush_timeout, then spools
@@ -87,6 +89,7 @@ def test_locked_store_mid_run_spools_then_sync_completes_the_run(tmp_path, capsy
     assert run.info.status == "FINISHED" and run.data.params == {"a": "1", "b": "2"} and run.data.tags["t"] == "v"
     assert steps(client, logger.run_id) == list(range(1, 11))
     assert "note.txt" in {a.path for a in client.list_artifacts(logger.run_id)}
+    assert any("+step+10+" in a.path for a in client.list_artifacts(logger.run_id, "images"))
     assert not spool.exists() and (tmp_path / "run" / SYNCED_FILE).is_file()
     # replaying again (all spools under outputs/) finds nothing and changes nothing
     assert runs_main(["--outputs", str(tmp_path), "--sync"]) == 0
@@ -149,6 +152,7 @@ def test_reopened_run_logs_no_step_twice_and_reports_changed_params(tmp_path):
     first.log_params({"lr": 0.1, "seed": 0})
     for step in range(1, 6):
         first.log_metrics({"train/loss": float(step)}, step=step)
+    first.log_image(Image.new("RGB", (4, 4)), "val/samples", step=4)
     assert first.flush(10)  # ... then the process is killed: no finish(), the run stays RUNNING
 
     logger = MLflowLogger("ignored", outputs_dir=tmp_path, run_id=first.run_id)
@@ -157,6 +161,8 @@ def test_reopened_run_logs_no_step_twice_and_reports_changed_params(tmp_path):
     assert client.get_run(first.run_id).info.status == "RUNNING"
     for step in range(3, 9):  # resumed from a checkpoint at step 2
         logger.log_metrics({"train/loss": float(step), "val/loss": 0.5}, step=step)
+        if step % 4 == 0:
+            logger.log_image(Image.new("RGB", (4, 4)), "val/samples", step=step)
     assert logger.log_params({"lr": 0.1, "seed": 0, "extra": "x"}) == []
     assert logger.log_params({"lr": 0.05}) == ["lr"]
     assert logger.params_changed == [("lr", "0.1", "0.05")]
@@ -170,6 +176,8 @@ def test_reopened_run_logs_no_step_twice_and_reports_changed_params(tmp_path):
     assert steps(client, first.run_id, "val/loss") == list(range(3, 9))
     assert len(client.search_runs([first.experiment_id])) == 1
     assert client.get_experiment_by_name("ignored") is None
+    images = sorted(a.path for a in client.list_artifacts(first.run_id, "images") if a.path.endswith(".png"))
+    assert [p.split("+step+")[1].split("+")[0] for p in images] == ["4", "8"]
 
 
 def test_dead_runs_are_flagged_and_marked_killed(tmp_path, capsys):

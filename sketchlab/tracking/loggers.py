@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from sketchlab.tracking.spool import SPOOL_FILE, append_records, metric_steps, replay_spool, send_record
+from sketchlab.tracking.spool import (SPOOL_FILE, append_records, image_steps, metric_steps, replay_spool,
+                                      send_record)
 
 log = logging.getLogger("sketchlab.tracking")
 
@@ -246,8 +247,10 @@ def _is_missing(exc: BaseException) -> bool:
 
 
 def _is_bad_data(exc: BaseException) -> bool:
-    """A record the store will never take (retrying or spooling it is pointless)."""
-    return getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE"
+    """A record the store will never take (retrying or spooling it is pointless): MLflow says the
+    value is invalid, or the client refused it before sending (``log_image`` with a bad key)."""
+    return (getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE"
+            or (isinstance(exc, (ValueError, TypeError)) and not hasattr(exc, "error_code")))
 
 
 # -- the logger ------------------------------------------------------------------------------------
@@ -307,18 +310,18 @@ class MLflowLogger:
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
 
-        def start(client: Any) -> tuple[Any, dict[str, int]]:
+        def start(client: Any) -> tuple[Any, dict[str, int], set[tuple[str, int]]]:
             if run_id:
                 run = client.get_run(run_id)
                 client.update_run(run_id, status="RUNNING")
                 send_record(client, run_id, {"kind": "tags", "tags": tags})
                 floor = {k: max(s) for k, s in metric_steps(client, run_id, run.data.metrics).items() if s}
-                return run, floor
+                return run, floor, image_steps(client, run_id)
             experiment_id = get_experiment_id(client, experiment_name, Path(outputs_dir) / "mlartifacts")
-            return client.create_run(experiment_id, run_name=run_name, tags=tags), {}
+            return client.create_run(experiment_id, run_name=run_name, tags=tags), {}, set()
 
         try:
-            self.client, (run, floor) = open_store(uri, start, timeout)
+            self.client, (run, floor, images) = open_store(uri, start, timeout)
         except Exception as exc:
             if run_id and _is_missing(exc):
                 raise ValueError(f"cannot reopen MLflow run {run_id}: no such run in {uri}") from exc
@@ -327,6 +330,7 @@ class MLflowLogger:
         self.experiment_id = run.info.experiment_id
         self._params = dict(run.data.params)
         self._metric_floor = floor
+        self._images = images  # (key, step) of the images a reopened run already has
 
     # -- the logging interface: only queues records ----------------------------------------------
     def _put(self, rec: dict[str, Any]) -> None:
@@ -384,6 +388,8 @@ class MLflowLogger:
 
     def log_image(self, image: Any, key: str, step: int) -> None:
         """Log a PIL image under ``key`` at ``step``: the MLflow UI shows it with a step slider."""
+        if (key, int(step)) in self._images:  # recomputed after a resume: already logged
+            return
         if not hasattr(image, "save"):  # a numpy array: keep it as a PIL image (it may be spooled)
             from PIL import Image
 

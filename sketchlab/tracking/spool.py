@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -92,6 +93,23 @@ def _read(path: Path) -> list[dict[str, Any]]:
 def metric_steps(client: Any, run_id: str, keys: Iterable[str]) -> dict[str, set[int]]:
     """The steps at which the run already holds each metric of ``keys``."""
     return {k: {m.step for m in client.get_metric_history(run_id, k)} for k in set(keys)}
+
+
+_IMAGE_FILE = re.compile(r"^(?P<key>.*)\+step\+(?P<step>\d+)\+timestamp\+")
+
+
+def image_steps(client: Any, run_id: str) -> set[tuple[str, int]]:
+    """The (key, step) pairs of the images ``log_image`` stored in a run (parsed from its file names)."""
+    try:
+        files = client.list_artifacts(run_id, "images")
+    except Exception:  # noqa: BLE001 - then an image may be logged twice, nothing worse
+        return set()
+    out = set()
+    for f in files:
+        m = _IMAGE_FILE.match(Path(f.path).name)
+        if m:
+            out.add((m["key"].replace("~", "/"), int(m["step"])))
+    return out
 
 
 def send_params(client: Any, run_id: str, params: Mapping[str, str], known: dict[str, str]) -> list[str]:
@@ -163,6 +181,7 @@ def _replay_run(client: Any, run_id: str, records: list[dict[str, Any]], result:
     run = client.get_run(run_id)
     params = dict(run.data.params)
     steps = metric_steps(client, run_id, (k for r in records if r["kind"] == "metrics" for k in r["metrics"]))
+    images = image_steps(client, run_id) if any(r["kind"] == "image" for r in records) else set()
     last_status = max((i for i, r in enumerate(records) if r["kind"] == "status"), default=None)
     done = []
     for i, rec in enumerate(records):
@@ -177,6 +196,8 @@ def _replay_run(client: Any, run_id: str, records: list[dict[str, Any]], result:
                     send_record(client, run_id, {**rec, "metrics": fresh})
                 for k in fresh:
                     steps[k].add(step)
+            elif rec["kind"] == "image" and (rec["key"], int(rec["step"])) in images:
+                result.skipped += 1
             elif rec["kind"] == "status":
                 # only the newest status counts, and only while the run still shows RUNNING: a run
                 # reopened (resumed) since then has a newer status of its own
@@ -186,6 +207,8 @@ def _replay_run(client: Any, run_id: str, records: list[dict[str, Any]], result:
                     result.skipped += 1
             else:
                 send_record(client, run_id, rec)
+                if rec["kind"] == "image":
+                    images.add((rec["key"], int(rec["step"])))
             result.sent += 1
             done.append(True)
         except Exception as exc:  # noqa: BLE001 - keep the record, report, go on with the rest
