@@ -524,7 +524,8 @@ class MLflowLogger:
             rec = {"v": 1, "tracking_uri": self.tracking_uri, "run_id": self.run_id, "time": time.time(), **rec}
             if rec["kind"] == "image":
                 image = rec.pop("image")
-                png = self.spool_path.parent / "mlflow_spool_images" / f"{rec['key'].replace('/', '_')}_{rec['step']}.png"
+                name = f"{rec['key'].replace('/', '_')}_{rec['step']}.png"
+                png = self.spool_path.parent / "mlflow_spool_images" / name
                 try:
                     png.parent.mkdir(parents=True, exist_ok=True)
                     image.save(png)
