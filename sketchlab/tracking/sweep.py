@@ -7,14 +7,19 @@ schema migration and crash.
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sketchlab.tracking.loggers import MLflowLogger, get_experiment_id, mlflow_client, sweep_parent_id, write_sweep_parent
+from sketchlab.tracking.loggers import (HOST_TAG, PID_TAG, MLflowLogger, get_experiment_id, mlflow_client,
+                                        open_store, resolve_tracking_uri, sweep_parent_id, write_sweep_parent)
+
+log = logging.getLogger("sketchlab.tracking")
 
 PARENT_ENV = "SKETCHLAB_MLFLOW_PARENT_RUN"
 
@@ -31,13 +36,19 @@ class MLflowSweepCallback(Callback):
         if not _uses_mlflow(config):
             return
         lcfg = config.logger
-        client = mlflow_client(lcfg.get("tracking_uri"), lcfg.outputs_dir)
-        experiment_id = get_experiment_id(client, lcfg.experiment_name, Path(lcfg.outputs_dir) / "mlartifacts")
         sweep_dir = str(config.hydra.sweep.dir)
-        overrides = " ".join(config.hydra.overrides.task)
-        run = client.create_run(experiment_id, run_name=f"sweep {Path(sweep_dir).name}",
-                                tags={"sketchlab.sweep_dir": str(Path(sweep_dir).resolve()),
-                                      "sketchlab.sweep_overrides": overrides, "sketchlab.role": "sweep"})
+        tags = {"sketchlab.sweep_dir": str(Path(sweep_dir).resolve()),
+                "sketchlab.sweep_overrides": " ".join(config.hydra.overrides.task), "sketchlab.role": "sweep",
+                # lets `sketchlab-runs` flag a sweep whose launcher was killed
+                HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+        def create_parent(client: Any) -> Any:
+            experiment_id = get_experiment_id(client, lcfg.experiment_name, Path(lcfg.outputs_dir) / "mlartifacts")
+            return client.create_run(experiment_id, run_name=f"sweep {Path(sweep_dir).name}", tags=tags)
+
+        # an unreachable store fails the sweep here, quickly and clearly, before any job starts
+        _, run = open_store(resolve_tracking_uri(lcfg.get("tracking_uri"), lcfg.outputs_dir), create_parent,
+                            float(lcfg.get("connect_timeout", 10)))
         write_sweep_parent(sweep_dir, run.info.run_id)
         os.environ[PARENT_ENV] = run.info.run_id
 
@@ -46,11 +57,15 @@ class MLflowSweepCallback(Callback):
         if not run_id or not _uses_mlflow(config):
             return
         lcfg = config.logger
-        client = mlflow_client(lcfg.get("tracking_uri"), lcfg.outputs_dir)
-        children = client.search_runs([client.get_run(run_id).info.experiment_id],
-                                      filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
-        failed = any(r.info.status == "FAILED" for r in children)
-        client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+        try:
+            client = mlflow_client(lcfg.get("tracking_uri"), lcfg.outputs_dir)
+            children = client.search_runs([client.get_run(run_id).info.experiment_id],
+                                          filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+            failed = any(r.info.status == "FAILED" for r in children)
+            client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+        except Exception as exc:  # noqa: BLE001 - the jobs are done; a store failure must not fail the sweep
+            log.warning("could not close the sweep's parent run %s (%s); it stays RUNNING until "
+                        "`sketchlab-runs --mark-dead`", run_id, exc)
 
 
 def parent_run_for_job(sweep_dir: str | None) -> str | None:
