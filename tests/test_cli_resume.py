@@ -26,9 +26,9 @@ def losses(tmp_path: Path, experiment: str) -> dict[str, list[tuple[int, float]]
 
 def test_same_seed_gives_identical_losses_in_two_processes(tmp_path, shared_data):
     args = [*TINY_RNN, *LOG_EVERY_STEP, "trainer.max_steps=5", "logger.experiment_name=seed"]
-    train(tmp_path / "a", *args)
-    train(tmp_path / "b", *args)
-    train(tmp_path / "c", *args, "seed=1")
+    for folder, extra in (("a", []), ("b", []), ("c", ["seed=1"])):
+        (tmp_path / folder).mkdir()
+        train(tmp_path / folder, *args, *extra)
     (a,), (b,), (c,) = (list(losses(tmp_path / d, "seed").values()) for d in "abc")
     assert [s for s, _ in a] == [1, 2, 3, 4, 5]
     assert a == b  # exact float equality, process after process
@@ -86,6 +86,7 @@ def test_stopped_and_resumed_training_is_one_run_equal_to_a_straight_one(tmp_pat
     train(tmp_path / "stopped", f"resume={run_dir}")  # the stored config is enough
     c, (resumed,) = runs_of(tmp_path / "stopped", "k")  # still one run
     assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
+    (tmp_path / "straight").mkdir()
     train(tmp_path / "straight", *args)
     (stopped_history,) = losses(tmp_path / "stopped", "k").values()
     (straight_history,) = losses(tmp_path / "straight", "k").values()

@@ -344,6 +344,9 @@ class Trainer:
                             last_ckpt = save_checkpoint(ckpt_dir / "last.pt", state)
                             if last_val and last_val.get("loss", math.inf) <= best_val:
                                 best_ckpt = save_checkpoint(ckpt_dir / "best.pt", state)
+                            if logger is not None and hasattr(logger, "flush"):
+                                # metrics up to a checkpoint reach the store (or the spool) with it
+                                logger.flush()
                         if rewind:
                             good, good_scale = copy.deepcopy(state), lr_scale
                     elif (periodic or stopping) and writes:
