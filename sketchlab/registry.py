@@ -7,14 +7,17 @@ composed config. A config file or a command-line override could thus run arbitra
 - :func:`build` resolves a node's interpolations first, checks every ``_target_`` of the resolved
   data (and of its plain-data kwargs) with :func:`check_targets`, then instantiates exactly that data.
 - Allowed targets: public classes and functions defined in sketchlab (see :func:`components`;
-  ``sketchlab.cli`` and a few non-component modules excluded), and classes under ``torch.optim``
-  (optimizers), ``torch.optim.lr_scheduler`` (schedulers) and ``torch.nn`` (modules), each checked
-  on the located object: a class defined in that namespace that subclasses the namespace's base.
-- :func:`guard_hydra` makes Hydra run :func:`check_hydra_config` on every config it composes, so
-  callbacks, launcher, sweeper and logging handlers are checked before Hydra builds any of them.
+  ``sketchlab.cli`` and a few non-component modules excluded; a public re-export of an allowed one is fine),
+  and classes under ``torch.optim`` (optimizers), ``torch.optim.lr_scheduler`` (schedulers) and
+  ``torch.nn`` (modules), each checked on the located object: a class defined in that namespace
+  that subclasses the namespace's base. No name part may start with ``_``.
+- :func:`guard_hydra` makes Hydra run :func:`check_hydra_config` on every config it composes in
+  this process, so callbacks, launcher, sweeper and logging factories are checked before Hydra
+  builds any of them.
 
-Not covered: what allowed components do with their (plain-data) arguments, e.g. a dataset path
-pointing at a hostile pickle, and per-job configs composed inside launcher worker processes.
+Not covered: what allowed components do with their plain-data arguments (e.g. a data config
+naming a hostile .npz, which is read with ``allow_pickle``), and per-job sweep configs that a
+launcher composes in its worker processes (joblib, submitit), where no guard is installed.
 """
 
 from __future__ import annotations
@@ -150,7 +153,7 @@ def _refuse(where: str, target: str, why: str, candidates: list[str] | tuple[str
     close = difflib.get_close_matches(target, candidates, n=5, cutoff=0.6)
     same_module = [c for c in candidates if c.rsplit(".", 1)[0] == target.rsplit(".", 1)[0]]
     choices = sorted(set(close + same_module))
-    hint = ("\nClose matches:\n  " + "\n  ".join(choices)) if choices else ""
+    hint = ("\nValid choices include:\n  " + "\n  ".join(choices)) if choices else ""
     return ConfigError(f"config '{where}' has _target_ '{target}', {why}. Allowed: {ALLOWED}.{hint}")
 
 

@@ -111,6 +111,11 @@ def test_interpolated_target_is_checked_resolved(tmp_path):
                             "node": {"_target_": "${evil}", "src": str(src), "dst": str(marker)}})
     with pytest.raises(ConfigError, match="config 'node' has _target_ 'shutil.copyfile'"):
         build(cfg.node)  # a sub-node, resolved against its root
+    # a whole kwarg interpolated from a node elsewhere in the config
+    cfg = OmegaConf.create({"evil": {"_target_": "shutil.copyfile", "src": str(src), "dst": str(marker)},
+                            "node": {"_target_": "sketchlab.data.augment.SketchRNNAugment", "x": "${evil}"}})
+    with pytest.raises(ConfigError, match="config 'node.x' has _target_ 'shutil.copyfile'"):
+        build(cfg.node)
     assert not marker.exists()
 
 
