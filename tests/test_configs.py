@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sketchlab.config import config_dir
-from sketchlab.registry import check_targets
+from sketchlab.registry import build, check_hydra_config, check_targets
 
 CONF = config_dir()
 GROUPS = ["model", "data", "augment", "optim", "sched", "trainer", "logger", "launcher", "paths"]
@@ -21,10 +22,11 @@ def _choices(group: str) -> list[str]:
 
 def _compose(overrides: list[str]):
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides)
+        return compose("train", overrides=overrides, return_hydra_config=True)
 
 
 def _check(cfg) -> None:
+    check_hydra_config(cfg)  # callbacks, launcher, sweeper, logging: what Hydra builds itself
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     check_targets(cfg)
@@ -44,6 +46,15 @@ def test_experiment_composes(name: str):
     cfg = _compose([f"experiment={name}"])
     _check(cfg)
     assert cfg.logger.experiment_name
+
+
+@pytest.mark.parametrize("sched", _choices("sched"))
+@pytest.mark.parametrize("optim", _choices("optim"))
+def test_partial_optim_and_sched_build(optim: str, sched: str):
+    cfg = _compose([f"optim={optim}", f"sched={sched}"])
+    optimizer = build(cfg.optim)([torch.nn.Parameter(torch.zeros(1))])
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    assert isinstance(build(cfg.sched)(optimizer), torch.optim.lr_scheduler.LRScheduler)
 
 
 def test_every_group_has_choices():

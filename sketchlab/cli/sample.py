@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sketchlab.config import config_dir
-from sketchlab.registry import build
+from sketchlab.registry import build, guard_hydra
 
 log = logging.getLogger("sketchlab.sample")
 
@@ -125,6 +125,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point (``sketchlab-sample``)."""
+    guard_hydra()  # check hydra.callbacks/launcher/sweeper/logging before Hydra builds them
     _hydra_main()
 
 

@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from sketchlab.config import config_dir
-from sketchlab.registry import build
+from sketchlab.registry import build, guard_hydra
 
 log = logging.getLogger("sketchlab.train")
 
@@ -129,6 +129,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     """Console entry point (``sketchlab-train``)."""
+    guard_hydra()  # check hydra.callbacks/launcher/sweeper/logging before Hydra builds them
     _hydra_main()
 
 
