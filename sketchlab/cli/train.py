@@ -90,7 +90,8 @@ def train(cfg: DictConfig) -> float:
         logger.log_params({"data.scale_factor": data.scale, "model.n_params": sum(p.numel() for p in model.parameters())})
         (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
         logger.log_artifact(out_dir / "config_resolved.yaml")
-        logger.log_artifact(out_dir / ".hydra", "hydra")
+        # a resumed run keeps its original .hydra record; the resuming command's goes beside it
+        logger.log_artifact(out_dir / ".hydra", "hydra" if plan is None else f"hydra/resumed_at_{plan.state['step']}")
         if diff is not None:
             (out_dir / "code.diff").write_text(diff)
             logger.log_artifact(out_dir / "code.diff", "provenance")
