@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from sketchlab.cli.errors import entry_point
 from sketchlab.tracking.loggers import mlflow_client
 
 
@@ -67,7 +68,9 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
+@entry_point
 def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point (``sketchlab-runs``): user errors end in one ``error:`` line, exit status 2."""
     parser = argparse.ArgumentParser(prog="sketchlab-runs", description=__doc__.splitlines()[0])
     parser.add_argument("-e", "--experiment", help="MLflow experiment name (default: all)")
     parser.add_argument("--sweep", help="'latest' or a sweep's parent run id: compare its child runs")

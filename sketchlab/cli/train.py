@@ -11,6 +11,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from sketchlab.cli.errors import entry_point, hydra_task
 from sketchlab.config import config_dir
 from sketchlab.registry import build
 
@@ -87,12 +88,14 @@ def train(cfg: DictConfig) -> float:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+@hydra_task
 def _hydra_main(cfg: DictConfig) -> float:
     return train(cfg)
 
 
+@entry_point
 def main() -> None:
-    """Console entry point (``sketchlab-train``)."""
+    """Console entry point (``sketchlab-train``): user errors end in one ``error:`` line, exit status 2."""
     _hydra_main()
 
 
