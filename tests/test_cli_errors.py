@@ -173,6 +173,11 @@ def test_what_counts_as_a_user_error():
     assert "at least 2 steps" in user_error_message(raised(lambda: latent_path(torch.zeros(2), torch.zeros(2), 1)))
     assert user_error_message(FileNotFoundError("no checkpoint at x")) == "no checkpoint at x"
     assert user_error_message(AssertionError("internal")) is None
+    assert user_error_message(RuntimeError("CUDA out of memory")) is None
+    from sketchlab.data.download import DownloadError
+    from sketchlab.engine.trainer import TrainingDiverged
+    assert user_error_message(TrainingDiverged("loss became NaN")) == "loss became NaN"
+    assert user_error_message(DownloadError("could not download u: offline")) == "could not download u: offline"
     assert user_error_message(KeyError("x")) is None
 
 
@@ -192,3 +197,20 @@ def test_hydra_task_turns_user_errors_into_picklable_user_errors():
 def test_format_error_indents_details():
     assert format_error("Could not find 'model/nope'\n\nAvailable options in 'model':\n\tsketch_ode\n") == (
         "error: Could not find 'model/nope'\n  Available options in 'model':\n    sketch_ode")
+
+
+def test_sample_mlflow_run_without_best_checkpoint(tmp_path):
+    from helpers import client
+
+    (tmp_path / "outputs").mkdir()
+    c = client(tmp_path)
+    run = c.create_run(c.create_experiment("e"))
+    c.set_terminated(run.info.run_id)
+    line = error_line(sample(tmp_path, f"mlflow_run={run.info.run_id}", "which=best"))
+    assert f"MLflow run {run.info.run_id} has no artifact checkpoints/best.pt" in line and "which=last" in line
+    assert "no MLflow run 'nope'" in error_line(sample(tmp_path, "mlflow_run=nope"))
+
+
+def test_runs_unknown_sweep_id(tmp_path):
+    proc = run_script("runs", tmp_path, "--outputs", str(tmp_path / "outputs"), "--sweep", "0123abcd")
+    assert "0123abcd" in error_line(proc)

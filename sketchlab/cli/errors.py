@@ -51,11 +51,15 @@ def _always_user_errors() -> tuple[type[BaseException], ...]:
     from hydra import errors as hydra_errors
     from omegaconf import errors as oc
 
+    from sketchlab.data.download import DownloadError
+    from sketchlab.engine.trainer import TrainingDiverged
     from sketchlab.registry import ConfigError
     from sketchlab.validation import ConfigValueError
 
     return (
         UserError, ConfigValueError, ConfigError,
+        # RuntimeErrors with a message that says what to do (go online / place the file; lower optim.lr)
+        DownloadError, TrainingDiverged,
         FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
         # Hydra: overrides that don't parse, unknown group choices (MissingConfigException), bad keys
         hydra_errors.ConfigCompositionException, hydra_errors.OverrideParseException,
@@ -87,7 +91,8 @@ def user_error_message(exc: BaseException) -> str | None:
     """The message to show for a user error, or None when ``exc`` is a bug (which keeps its traceback).
 
     User errors: :class:`UserError`, ``sketchlab.validation.ConfigValueError``,
-    ``sketchlab.registry.ConfigError``, ``FileNotFoundError`` / ``NotADirectoryError`` /
+    ``sketchlab.registry.ConfigError``, ``sketchlab.data.download.DownloadError``,
+    ``sketchlab.engine.trainer.TrainingDiverged``, ``FileNotFoundError`` / ``NotADirectoryError`` /
     ``IsADirectoryError`` / ``PermissionError``, Hydra's ``ConfigCompositionException`` (which includes
     ``MissingConfigException``), ``OverrideParseException`` and ``SearchPathException``, OmegaConf's
     errors for missing/unknown keys, mistyped values and broken interpolations, MLflow's
