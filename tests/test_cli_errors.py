@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, TINY_RNN, train
+from helpers import REPO, TINY_RNN, client, train
 from sketchlab.cli.errors import UserError, entry_point, format_error, hydra_task, user_error_message
 from sketchlab.validation import ConfigValueError
 
@@ -111,6 +111,16 @@ def test_sample_missing_checkpoint(tmp_path):
     assert "no checkpoint at" in line and "nowhere" in line
 
 
+def test_sample_mlflow_run_without_best_checkpoint(tmp_path):
+    (tmp_path / "outputs").mkdir()
+    c = client(tmp_path)
+    run = c.create_run(c.create_experiment("e"))
+    c.set_terminated(run.info.run_id)
+    line = error_line(sample(tmp_path, f"mlflow_run={run.info.run_id}", "which=best"))
+    assert f"MLflow run {run.info.run_id} has no artifact checkpoints/best.pt" in line and "which=last" in line
+    assert "no MLflow run 'nope'" in error_line(sample(tmp_path, "mlflow_run=nope"))
+
+
 @pytest.mark.parametrize("override, expected", [
     ("temperature=0", "temperature must be a number > 0, got 0"),
     ("n=-1", "n must be an integer >= 1, got -1"),
@@ -126,6 +136,13 @@ def test_sample_bad_values_name_the_key(tmp_path, run_without_best, override, ex
 def test_sample_full_error_shows_the_traceback(tmp_path, run_without_best):
     proc = sample(tmp_path, f"checkpoint={run_without_best}", "which=bset", full_error=True)
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "which must be one of" in proc.stderr
+
+
+# -- sketchlab-runs -----------------------------------------------------------------------------------
+
+def test_runs_unknown_sweep_id(tmp_path):
+    proc = run_script("runs", tmp_path, "--outputs", str(tmp_path / "outputs"), "--sweep", "0123abcd")
+    assert "0123abcd" in error_line(proc)
 
 
 # -- the wrapper itself ---------------------------------------------------------------------------------
@@ -159,6 +176,8 @@ def test_what_counts_as_a_user_error():
     import numpy as np
     import torch
 
+    from sketchlab.data.download import DownloadError
+    from sketchlab.engine.trainer import TrainingDiverged
     from sketchlab.sampling import latent_path
 
     def raised(fn):
@@ -174,8 +193,6 @@ def test_what_counts_as_a_user_error():
     assert user_error_message(FileNotFoundError("no checkpoint at x")) == "no checkpoint at x"
     assert user_error_message(AssertionError("internal")) is None
     assert user_error_message(RuntimeError("CUDA out of memory")) is None
-    from sketchlab.data.download import DownloadError
-    from sketchlab.engine.trainer import TrainingDiverged
     assert user_error_message(TrainingDiverged("loss became NaN")) == "loss became NaN"
     assert user_error_message(DownloadError("could not download u: offline")) == "could not download u: offline"
     assert user_error_message(KeyError("x")) is None
@@ -198,19 +215,3 @@ def test_format_error_indents_details():
     assert format_error("Could not find 'model/nope'\n\nAvailable options in 'model':\n\tsketch_ode\n") == (
         "error: Could not find 'model/nope'\n  Available options in 'model':\n    sketch_ode")
 
-
-def test_sample_mlflow_run_without_best_checkpoint(tmp_path):
-    from helpers import client
-
-    (tmp_path / "outputs").mkdir()
-    c = client(tmp_path)
-    run = c.create_run(c.create_experiment("e"))
-    c.set_terminated(run.info.run_id)
-    line = error_line(sample(tmp_path, f"mlflow_run={run.info.run_id}", "which=best"))
-    assert f"MLflow run {run.info.run_id} has no artifact checkpoints/best.pt" in line and "which=last" in line
-    assert "no MLflow run 'nope'" in error_line(sample(tmp_path, "mlflow_run=nope"))
-
-
-def test_runs_unknown_sweep_id(tmp_path):
-    proc = run_script("runs", tmp_path, "--outputs", str(tmp_path / "outputs"), "--sweep", "0123abcd")
-    assert "0123abcd" in error_line(proc)
