@@ -32,6 +32,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from sketchlab.cli.errors import entry_point
 from sketchlab.tracking.loggers import HEARTBEAT_TAG, HOST_TAG, PID_TAG, mlflow_client
 
 STALE_AFTER = 600.0
@@ -151,7 +152,9 @@ def sync(roots: Sequence[str], tracking_uri: str | None, outputs: str) -> int:
     return 1 if failed else 0
 
 
+@entry_point
 def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point (``sketchlab-runs``): user errors end in one ``error:`` line, exit status 2."""
     parser = argparse.ArgumentParser(prog="sketchlab-runs", description=__doc__.split("\n\n")[0],
                                      epilog="\n\n".join(__doc__.split("\n\n")[2:]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -14,10 +14,17 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from sketchlab.cli.errors import entry_point, hydra_task
 from sketchlab.config import config_dir
+from sketchlab.data.sources import SPLITS
 from sketchlab.registry import build, guard_hydra
+from sketchlab.validation import (ConfigValueError, check_bool, check_choice, check_device, check_float, check_int,
+                                  check_subset)
 
 log = logging.getLogger("sketchlab.sample")
+
+WHICH = ("last", "best")  # the checkpoints a training run writes
+FORMATS = ("png", "svg")  # what sketchlab.render.save_grid writes
 
 
 def checkpoint_from_mlflow(run_id: str, which: str, tracking_uri: str | None, outputs_dir: str,
@@ -33,7 +40,61 @@ def checkpoint_from_mlflow(run_id: str, which: str, tracking_uri: str | None, ou
     try:
         return Path(client.download_artifacts(run_id, f"checkpoints/{which}.pt", str(dest)))
     except Exception as exc:
-        raise FileNotFoundError(f"MLflow run {run_id} has no artifact checkpoints/{which}.pt") from exc
+        raise FileNotFoundError(f"MLflow run {run_id} has no artifact checkpoints/{which}.pt{_no_best_hint(which)}"
+                                ) from exc
+
+
+def _no_best_hint(which: str) -> str:
+    return ("; best.pt is written only by runs that validate (trainer.val_every > 0) at a checkpoint step, "
+            "use which=last for the last checkpoint" if which == "best" else "")
+
+
+def checkpoint_file(checkpoint: str | Path, which: str) -> Path:
+    """The file ``checkpoint=`` names: a ``.pt`` file as given, or ``<which>.pt`` of a training run directory.
+
+    ``which`` chooses only within a run directory. A file is used as given, so ``which=best`` with a
+    file other than ``best.pt`` is an error rather than silently sampling from another checkpoint.
+    """
+    path = Path(checkpoint).expanduser()
+    if path.is_file():
+        if which != "last" and path.name != f"{which}.pt":
+            raise ConfigValueError(f"which={which} picks {which}.pt in a run directory, but checkpoint={checkpoint} "
+                                   f"is a file: pass the run directory, or the {which}.pt file without which=")
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"no checkpoint at {checkpoint}: checkpoint= must be a .pt file or a training run "
+                                "directory")
+    candidates = [path / "checkpoints" / f"{which}.pt", path / f"{which}.pt"]  # a run dir, or its checkpoints/
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no {which}.pt in {checkpoint} (looked for {', '.join(str(c) for c in candidates)})"
+                            + _no_best_hint(which))
+
+
+def check_sample_config(cfg: DictConfig) -> None:
+    """Reject bad values of conf/sample.yaml before anything loads, naming the key."""
+    if not cfg.checkpoint and not cfg.mlflow_run:
+        raise ConfigValueError("say what to sample from: checkpoint=<file or run dir> or mlflow_run=<run id>")
+    if cfg.checkpoint and cfg.mlflow_run:
+        raise ConfigValueError(f"give checkpoint= or mlflow_run=, not both (got checkpoint={cfg.checkpoint}, "
+                               f"mlflow_run={cfg.mlflow_run})")
+    check_choice(cfg.which, "which", WHICH)
+    check_choice(cfg.split, "split", SPLITS)
+    check_int(cfg.n, "n", min=1)
+    check_float(cfg.temperature, "temperature", above=0)
+    check_int(cfg.interpolations, "interpolations", min=0)
+    check_int(cfg.interp_steps, "interp_steps", min=2)
+    check_choice(cfg.interp_method, "interp_method", ("slerp", "lerp"))
+    check_int(cfg.dense_factor, "dense_factor", min=1)
+    check_subset(cfg.formats, "formats", FORMATS)
+    check_int(cfg.cell_size, "cell_size", min=1)
+    check_bool(cfg.metrics, "metrics")
+    check_int(cfg.metric_batches, "metric_batches", min=1, optional=True)
+    check_int(cfg.distance_sketches, "distance_sketches", min=0)
+    check_bool(cfg.log_to_mlflow, "log_to_mlflow")
+    check_int(cfg.seed, "seed")
+    check_device(cfg.device, "device")
 
 
 def load_trained(checkpoint: str | Path, device: torch.device, data_dir: str | None = None) -> tuple[Any, Any, dict]:
@@ -61,18 +122,14 @@ def run_sampling(cfg: DictConfig) -> dict[str, Any]:
     from sketchlab.engine.trainer import pick_device, seed_everything
     from sketchlab.render import interpolation_rows, pair_rows, save_grid
 
-    if not cfg.checkpoint and not cfg.mlflow_run:
-        raise ValueError("say what to sample from: checkpoint=<file or run dir> or mlflow_run=<run id>")
+    check_sample_config(cfg)
+    ckpt = checkpoint_file(cfg.checkpoint, cfg.which) if cfg.checkpoint else None
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
     seed_everything(int(cfg.seed))
     with tempfile.TemporaryDirectory() as tmp:
-        if cfg.checkpoint:
-            ckpt = Path(cfg.checkpoint)
-            if ckpt.is_dir() and (ckpt / "checkpoints" / f"{cfg.which}.pt").is_file():
-                ckpt = ckpt / "checkpoints" / f"{cfg.which}.pt"
-        else:
+        if ckpt is None:
             ckpt = checkpoint_from_mlflow(cfg.mlflow_run, cfg.which, cfg.tracking_uri, cfg.paths.output_dir, Path(tmp))
         model, data, info = load_trained(ckpt, device, cfg.data_dir)
 
@@ -89,11 +146,13 @@ def run_sampling(cfg: DictConfig) -> dict[str, Any]:
         originals = sampling.spread(data.sketches(cfg.split), n)
         recons = sampling.reconstruct(model, data, originals, temp)
         save("reconstructions", *pair_rows(originals, recons, pairs_per_row=2))
-        rng = np.random.default_rng(int(cfg.seed))
-        pool = data.sketches(cfg.split)
-        pairs = [tuple(pool[i] for i in rng.choice(len(pool), 2, replace=False)) for _ in range(int(cfg.interpolations))]
-        rows = sampling.interpolate(model, data, pairs, int(cfg.interp_steps), temp, cfg.interp_method)
-        save("interpolations", *interpolation_rows([[a, *row, b] for (a, b), row in zip(pairs, rows)]))
+        if int(cfg.interpolations) > 0:
+            rng = np.random.default_rng(int(cfg.seed))
+            pool = data.sketches(cfg.split)
+            pairs = [tuple(pool[i] for i in rng.choice(len(pool), 2, replace=False))
+                     for _ in range(int(cfg.interpolations))]
+            rows = sampling.interpolate(model, data, pairs, int(cfg.interp_steps), temp, cfg.interp_method)
+            save("interpolations", *interpolation_rows([[a, *row, b] for (a, b), row in zip(pairs, rows)]))
         kw = model.dense_decode_kwargs(int(cfg.dense_factor)) if int(cfg.dense_factor) > 1 else None
         if kw is not None:
             save("dense_reconstructions",
@@ -119,12 +178,14 @@ def run_sampling(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sample")
+@hydra_task
 def _hydra_main(cfg: DictConfig) -> None:
     run_sampling(cfg)
 
 
+@entry_point
 def main() -> None:
-    """Console entry point (``sketchlab-sample``)."""
+    """Console entry point (``sketchlab-sample``): user errors end in one ``error:`` line, exit status 2."""
     guard_hydra()  # check hydra.callbacks/launcher/sweeper/logging before Hydra builds them
     _hydra_main()
 

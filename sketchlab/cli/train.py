@@ -11,6 +11,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from sketchlab.cli.errors import entry_point, hydra_task
 from sketchlab.config import config_dir
 from sketchlab.registry import build, guard_hydra
 
@@ -124,12 +125,14 @@ def train(cfg: DictConfig) -> float:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+@hydra_task
 def _hydra_main(cfg: DictConfig) -> float:
     return train(cfg)
 
 
+@entry_point
 def main() -> None:
-    """Console entry point (``sketchlab-train``)."""
+    """Console entry point (``sketchlab-train``): user errors end in one ``error:`` line, exit status 2."""
     guard_hydra()  # check hydra.callbacks/launcher/sweeper/logging before Hydra builds them
     _hydra_main()
 

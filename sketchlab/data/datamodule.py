@@ -11,6 +11,7 @@ import torch
 from sketchlab.data.augment import Augment
 from sketchlab.data.sources import SPLITS, SketchSplits
 from sketchlab.data.strokes import clean, scale_factor
+from sketchlab.validation import ConfigValueError, check_bool, check_int
 
 Collate = Callable[[list[np.ndarray]], dict[str, torch.Tensor]]
 
@@ -28,16 +29,20 @@ class SketchDataModule:
                  normalize: bool = True, limit: int | None = None, eval_batch_size: int | None = None,
                  augment: Augment | None = None, collate: Collate | None = None, seed: int = 0,
                  rank: int = 0, world_size: int = 1) -> None:
-        if batch_size < 1 or max_seq_len < 1:
-            raise ValueError(f"batch_size and max_seq_len must be positive, got {batch_size}, {max_seq_len}")
+        # the keys users write (conf/data/*.yaml is the `data` node), so errors name what to fix
         self.source = source
         self.name = name
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.max_seq_len = max_seq_len
-        self.min_seq_len = min_seq_len
-        self.normalize = normalize
-        self.limit = limit
+        self.batch_size = check_int(batch_size, "data.batch_size", min=1)
+        self.eval_batch_size = (check_int(eval_batch_size, "data.eval_batch_size", min=1, optional=True)
+                                or self.batch_size)
+        self.max_seq_len = check_int(max_seq_len, "data.max_seq_len", min=1)
+        self.min_seq_len = check_int(min_seq_len, "data.min_seq_len", min=0)
+        if self.min_seq_len > self.max_seq_len:
+            raise ConfigValueError(f"data.min_seq_len ({self.min_seq_len}) must not exceed data.max_seq_len "
+                                   f"({self.max_seq_len}): no sketch could pass")
+        self.normalize = check_bool(normalize, "data.normalize")
+        self.limit = check_int(limit, "data.limit", min=1, optional=True)
+        seed = check_int(seed, "seed")
         self.augment = augment
         self.collate = collate
         self.rank, self.world_size = rank, world_size

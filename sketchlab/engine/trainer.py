@@ -20,6 +20,7 @@ from torch import nn
 from sketchlab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sketchlab.engine.runtime import DistInfo, init_distributed, pick_device, seed_everything, set_deterministic
 from sketchlab.models.base import SketchModel
+from sketchlab.validation import check_bool, check_choice, check_device, check_float, check_int
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,8 @@ class Trainer:
     ``precision="bf16"`` autocasts the forward pass to bfloat16 (on GPUs that support it; the loss
     itself is computed in float32 by the models). ``grad_clip_mode`` is ``"norm"`` (global norm) or
     ``"value"`` (element-wise, as magenta's Sketch-RNN). ``val_every``/``ckpt_every``/``log_every``
-    are in steps; 0 disables. ``threads`` sets torch's CPU threads (None: torch's default).
+    are in steps; 0 disables. ``threads`` sets torch's CPU threads (None or 0: torch's default).
+    Bad values raise :class:`~sketchlab.validation.ConfigValueError` naming the ``trainer.*`` key.
 
     A checkpoint is only written from finite weights whose losses since the previous one were all
     finite. On a NaN/inf loss the run stops (``on_nan="stop"``) or, with ``on_nan="rewind"``, goes back
@@ -92,31 +94,27 @@ class Trainer:
                  precision: str | int = "32", device: str = "auto", progress: bool = True,
                  seed: int = 0, threads: int | None = None, on_nan: str = "stop", max_rewinds: int = 3,
                  rewind_lr_factor: float = 0.5, deterministic: bool = False) -> None:
-        if grad_clip_mode not in ("norm", "value"):
-            raise ValueError(f"grad_clip_mode must be 'norm' or 'value', got '{grad_clip_mode}'")
-        precision = str(precision)
-        if precision not in ("32", "bf16"):
-            raise ValueError(f"precision must be '32' or 'bf16', got '{precision}'")
-        if max_steps < 0:
-            raise ValueError(f"max_steps must be >= 0, got {max_steps}")
-        self.max_steps = max_steps
-        self.val_every, self.log_every, self.ckpt_every = val_every, log_every, ckpt_every
-        self.val_batches = val_batches
-        self.grad_clip, self.grad_clip_mode = grad_clip, grad_clip_mode
-        self.precision = precision
-        self.device = pick_device(device)
+        # the keys users write (conf/trainer/*.yaml is the `trainer` node), so errors name what to fix
+        self.max_steps = check_int(max_steps, "trainer.max_steps", min=0)
+        self.val_every = check_int(val_every, "trainer.val_every", min=0)
+        self.log_every = check_int(log_every, "trainer.log_every", min=0)
+        self.ckpt_every = check_int(ckpt_every, "trainer.ckpt_every", min=0)
+        self.val_batches = check_int(val_batches, "trainer.val_batches", min=1, optional=True)
+        self.grad_clip = check_float(grad_clip, "trainer.grad_clip", min=0, optional=True)
+        self.grad_clip_mode = check_choice(grad_clip_mode, "trainer.grad_clip_mode", ("norm", "value"))
+        self.precision = check_choice(precision, "trainer.precision", ("32", "bf16"))
+        self.device = pick_device(check_device(device, "trainer.device"))
+        threads = check_int(threads, "trainer.threads", min=0, optional=True)
         if threads:
             # small-op loops (ODE solves, RNN steps) on a shared CPU run far faster on one thread
-            torch.set_num_threads(int(threads))
-        self.progress = progress
-        self.seed = seed
+            torch.set_num_threads(threads)
+        self.progress = check_bool(progress, "trainer.progress")
+        self.seed = check_int(seed, "trainer.seed")
         self.dist = DistInfo()
-        if on_nan not in ("stop", "rewind"):
-            raise ValueError(f"trainer.on_nan must be 'stop' or 'rewind', got '{on_nan}'")
-        if not 0 < rewind_lr_factor <= 1:
-            raise ValueError(f"trainer.rewind_lr_factor must be in (0, 1], got {rewind_lr_factor}")
-        self.on_nan, self.max_rewinds, self.rewind_lr_factor = on_nan, int(max_rewinds), float(rewind_lr_factor)
-        self.deterministic = bool(deterministic)
+        self.on_nan = check_choice(on_nan, "trainer.on_nan", ("stop", "rewind"))
+        self.max_rewinds = check_int(max_rewinds, "trainer.max_rewinds", min=0)
+        self.rewind_lr_factor = check_float(rewind_lr_factor, "trainer.rewind_lr_factor", above=0, max=1)
+        self.deterministic = check_bool(deterministic, "trainer.deterministic")
 
     # -- pieces -----------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -257,7 +255,7 @@ class Trainer:
                 f"loss became NaN/inf at or before step {step}; stopping. "
                 + (f"Checkpoints written from finite weights and losses: {where} (best.pt has the lowest "
                    "validation loss and is the safer restart). " if where else "No checkpoint was written. ")
-                + "Try a lower learning rate (optim.lr), gradient clipping (trainer.grad_clip), precision=32, "
+                + "Try a lower learning rate (optim.lr), gradient clipping (trainer.grad_clip), trainer.precision=32, "
                   "or trainer.on_nan=rewind.")
 
         def check_finite(step: int) -> None:
