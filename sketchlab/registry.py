@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -208,7 +209,11 @@ def build(cfg: Any, **kwargs: Any) -> Any:
         check_target(target, path)
     for path, target in _targets(plain_kwargs, "<kwargs>"):
         check_target(target, path)
-    return instantiate(plain, **plain_kwargs)
+    try:
+        return instantiate(plain, **plain_kwargs)
+    except InstantiationException as exc:
+        # instantiating plain data loses the node's place in the config: put the key back in the message
+        raise InstantiationException(f"{exc}\nfull_key: {_where(cfg) or '<root>'}") from exc.__cause__
 
 
 def _check_plugin(node: Any, where: str, kind: str) -> None:
