@@ -39,6 +39,7 @@ import torch
 
 from sketchlab.data.curves import CurveCollate
 from sketchlab.data.strokes import points_to_stroke3
+from sketchlab.data.safe_npz import load_npz
 from sketchlab.engine.trainer import pick_device
 from sketchlab.models.sketch_ode import SketchODE
 
@@ -77,7 +78,7 @@ def load_sketches(source: str, count: int, rng: np.random.Generator) -> tuple[li
     """``count`` stroke-3 sketches: VectorMNIST's training split, or random walks of 1-3 strokes."""
     path = VMNIST if source == "auto" else Path(source)
     if source != "synthetic" and path.is_file():
-        data = np.load(path, allow_pickle=True)
+        data = load_npz(path)
         train = np.nonzero(data["split"] == 0)[0]
         picks = rng.choice(train, size=count, replace=count > len(train))
         return [points_to_stroke3(data["points"][i][:, [0, 1, 3]]) for i in picks], f"vmnist ({path})"

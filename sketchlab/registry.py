@@ -15,9 +15,10 @@ composed config. A config file or a command-line override could thus run arbitra
   this process, so callbacks, launcher, sweeper and logging factories are checked before Hydra
   builds any of them.
 
-Not covered: what allowed components do with their plain-data arguments (e.g. a data config
-naming a hostile .npz, which is read with ``allow_pickle``), and per-job sweep configs that a
-launcher composes in its worker processes (joblib, submitit), where no guard is installed.
+Not covered here: what allowed components do with their plain-data arguments (files they read are
+made safe where they are read: :mod:`sketchlab.data.safe_npz`, :mod:`sketchlab.engine.checkpoint`), and
+per-job sweep configs that a launcher composes in its worker processes (joblib, submitit), where no
+guard is installed (the parent process has already checked the same config groups).
 """
 
 from __future__ import annotations

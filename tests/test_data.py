@@ -125,8 +125,8 @@ def test_quickdraw_classes_load_from_cache_offline(tmp_path, monkeypatch):
     folder = tmp_path / "quickdraw" / "sketchrnn"
     folder.mkdir(parents=True)
     for name, n in (("cat", 5), ("pig", 3)):
-        arrays = {s: np.array([rng.integers(-9, 9, (7, 3)).astype(np.int16) for _ in range(n)] + [None],
-                              dtype=object)[:-1] for s in ("train", "valid", "test")}
+        arrays = {s: np.array([np.column_stack([rng.integers(-9, 9, (7, 2)), rng.integers(0, 2, 7)]).astype(np.int16)
+                               for _ in range(n)] + [None], dtype=object)[:-1] for s in ("train", "valid", "test")}
         np.savez(folder / f"{name}.npz", **arrays)
     monkeypatch.setenv("SKETCHLAB_CACHE", str(tmp_path))
     monkeypatch.setenv("SKETCHLAB_OFFLINE", "1")

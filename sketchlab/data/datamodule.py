@@ -66,9 +66,12 @@ class SketchDataModule:
             sketches[split] = [clean(raw.sketches[split][i]) for i in keep]
             if split in raw.labels:
                 labels[split] = raw.labels[split][keep]
-        if not sketches["train"]:
-            raise ValueError(f"no training sketches left from {self.source} with "
-                             f"{self.min_seq_len} <= length <= max_seq_len={self.max_seq_len}")
+        for split in SPLITS:
+            if not sketches[split]:
+                raise ValueError(
+                    f"the {split} split of {getattr(self.source, 'path', self.source)} is empty after filtering: "
+                    f"{len(raw.sketches[split])} sketches, none with data.min_seq_len={self.min_seq_len} <= length "
+                    f"<= data.max_seq_len={self.max_seq_len}" + (f" (data.limit={self.limit})" if self.limit else ""))
         if self.normalize:
             self.scale = scale_factor(sketches["train"])
             for split in SPLITS:
@@ -122,11 +125,13 @@ class SketchDataModule:
         return self._require()[split]
 
     def state_dict(self) -> dict[str, Any]:
+        # tensors and plain values only: checkpoints are read with torch.load(weights_only=True)
         return {"rng": self.rng.bit_generator.state, "order_rng": self._order_rng.bit_generator.state,
-                "order": self._order.copy(), "pos": self._pos, "scale": self.scale}
+                "order": torch.from_numpy(self._order.copy()), "pos": self._pos, "scale": self.scale}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
         self._order_rng.bit_generator.state = state["order_rng"]
-        self._order = np.asarray(state["order"], dtype=np.int64)
+        order = state["order"]
+        self._order = (order.cpu().numpy() if torch.is_tensor(order) else np.asarray(order)).astype(np.int64)
         self._pos = int(state["pos"])

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
+from sketchlab.data.safe_npz import load_npz
 from sketchlab.data.strokes import points_to_stroke3
 
 SPLITS = ("train", "valid", "test")
@@ -49,36 +49,41 @@ def cache_root() -> Path:
 
 
 def _resolve(path: str | os.PathLike, url: str | None) -> Path:
-    """The file at ``path``; if it is missing and a ``url`` is known, the downloaded copy."""
+    """The file at ``path``; if it is missing and ``url`` is that very file's download, the downloaded copy.
+
+    A path whose name differs from the url's file is a user's own file: it is never replaced by the
+    config's default download (that would train on another dataset under the wrong name).
+    """
     p = Path(path).expanduser()
     if p.is_file():
         return p
-    if url:
+    if url and p.name == Path(urlparse(url).path).name:
         from sketchlab.data.download import fetch
 
         return fetch(url, filename=p.name)
     raise FileNotFoundError(
-        f"dataset file not found: {p}. Set SKETCHLAB_DATA (or data.root=...) to the folder that holds it, "
-        "or give the data config a url to download it from."
+        f"dataset file not found: {p}. Point data.source.path at it, or paths.data_dir=... (or the environment "
+        "variable SKETCHLAB_DATA) at the folder that holds the datasets."
     )
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read every array of an npz, turning unreadable files into a clear error."""
-    try:
-        npz = np.load(path, allow_pickle=True, encoding="latin1")
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise ValueError(f"it holds a single {type(npz).__name__}, not named arrays")
-        with npz:
-            return {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as exc:
-        raise ValueError(f"cannot read dataset {path}: not a valid .npz file ({exc})") from exc
-
-
-def _check_sketch(arr: np.ndarray, path: Path, split: str, i: int) -> np.ndarray:
+def _check_sketch(arr: np.ndarray, path: Path, split: str, i: int, pen_column: int = 2,
+                  stroke3: bool = True) -> np.ndarray:
+    """An (N, 3) stroke-3 array (``stroke3``) or (N, >=3) point array of finite numbers with pen lifts in
+    {0, 1}, or an error naming the sketch."""
     arr = np.asarray(arr)
+    where = f"{path}: {split}[{i}]"
+    if arr.ndim == 2 and ((arr.shape[1] < 3 <= arr.shape[0]) or (stroke3 and arr.shape[0] == 3 != arr.shape[1])):
+        raise ValueError(f"{where} has shape {arr.shape}: it looks transposed; sketches must be (N, 3) rows "
+                         "of (dx, dy, pen_lift)")
     if arr.ndim != 2 or arr.shape[1] < 3 or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{path}: {split}[{i}] is not an (N, 3) stroke array (shape {arr.shape}, dtype {arr.dtype})")
+        raise ValueError(f"{where} is not an (N, 3) stroke array (shape {arr.shape}, dtype {arr.dtype})")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{where} holds NaN or infinite values (row {int(np.argwhere(~np.isfinite(arr))[0, 0])})")
+    pen = arr[:, pen_column]
+    bad = np.unique(pen[(pen != 0) & (pen != 1)])
+    if bad.size:
+        raise ValueError(f"{where} has pen values {bad[:5].tolist()}; the pen column must be 0 (down) or 1 (lifted)")
     return arr
 
 
@@ -106,7 +111,7 @@ class StrokeNpz:
 
     def load(self) -> SketchSplits:
         path = _resolve(self.path, self.url)
-        data = _load_npz(path)
+        data = load_npz(path)
         missing = [s for s in SPLITS if s not in data]
         if missing:
             raise ValueError(f"{path} has no {', '.join(missing)} split(s); keys are {sorted(data)}")
@@ -145,7 +150,7 @@ class PointsNpz:
 
     def load(self) -> SketchSplits:
         path = _resolve(self.path, self.url)
-        data = _load_npz(path)
+        data = load_npz(path)
         if self.points_key not in data:
             raise ValueError(f"{path} has no '{self.points_key}' array; keys are {sorted(data)}")
         points = data[self.points_key]
@@ -160,7 +165,7 @@ class PointsNpz:
         index: dict[str, list[int]] = {s: [] for s in SPLITS}
         cx, cy = self.xy_columns
         for i, pts in enumerate(points):
-            pts = _check_sketch(pts, path, "points", i).astype(np.float64)
+            pts = _check_sketch(pts, path, self.points_key, i, pen_column=-1, stroke3=False).astype(np.float64)
             xyp = np.column_stack([pts[:, cx], -pts[:, cy] if self.y_up else pts[:, cy], pts[:, -1]])
             split = SPLITS[int(split_ids[i])]
             sketches[split].append(points_to_stroke3(xyp))

@@ -1,48 +1,75 @@
-"""Checkpoints: everything needed to continue a run exactly, written so a crash never corrupts one."""
+"""Checkpoints: everything needed to continue a run exactly, written so a crash never corrupts one.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: a file can only hold tensors and plain
+python values, so loading one never runs code. Everything we store (RNG states included) is kept in
+that form.
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def rng_state() -> dict[str, Any]:
-    """The global RNG states of python, numpy and torch (and CUDA when present)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The global RNG states of python, numpy and torch (and CUDA when present), as tensors and plain values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    """Restore what :func:`rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` via a temporary file and an atomic rename."""
+def atomic_write(path: str | Path, write: Any) -> Path:
+    """Call ``write(tmp_path)``, fsync, then rename onto ``path``: readers see the old file or the new one.
+
+    Temporary files a killed writer left behind (``.<name>.*``) are removed first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: torch.save({"format_version": FORMAT_VERSION, **state}, tmp))
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -55,10 +82,19 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`, with a clear error for anything else."""
+    """Read a checkpoint written by :func:`save_checkpoint`, never running code from the file."""
     path = resolve_checkpoint(path)
+    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; anything else is truncated or foreign
+        raise ValueError(f"cannot read checkpoint {path}: not a file written by torch.save (truncated or foreign)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"refusing to load checkpoint {path}: it holds objects a sketchlab checkpoint never contains, so "
+            "loading it could run code. It is not a sketchlab checkpoint, or one written before checkpoint "
+            "format 2 (which stored numpy RNG states as pickled objects): train again with this version. "
+            f"Detail: {str(exc).splitlines()[0]}"
+        ) from None
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
     if not isinstance(state, dict) or "model" not in state or "step" not in state:

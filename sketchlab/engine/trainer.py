@@ -231,6 +231,7 @@ class Trainer:
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         n_acc, t0 = 0, time.perf_counter()
         last_val: dict[str, float] = {}
+        validated_at = -1  # best.pt only ever holds weights that were validated at its step
         last_ckpt: Path | None = None
         best_ckpt: Path | None = None
         batches = data.train_batches()
@@ -322,7 +323,7 @@ class Trainer:
 
                     if self.val_every and (done % self.val_every == 0 or done == self.max_steps):
                         check_finite(done)
-                        last_val = self.validate(model, data)
+                        last_val, validated_at = self.validate(model, data), done
                         if not all(math.isfinite(v) for v in last_val.values()):
                             raise TrainingDiverged(
                                 f"validation loss is not finite at step {done} ({last_val}) while the training "
@@ -340,7 +341,7 @@ class Trainer:
                         state = self._checkpoint_state(model, optimizer, scheduler, data, done, best_val, extra)
                         if ckpt_dir is not None and is_main:
                             last_ckpt = save_checkpoint(ckpt_dir / "last.pt", state)
-                            if last_val and last_val.get("loss", math.inf) <= best_val:
+                            if validated_at == done and last_val.get("loss", math.inf) <= best_val:
                                 best_ckpt = save_checkpoint(ckpt_dir / "best.pt", state)
                             if logger is not None and hasattr(logger, "flush"):
                                 # metrics up to a checkpoint reach the store (or the spool) with it
