@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train a model: ``python scripts/train.py experiment=sheep_lstm trainer.max_steps=1000`` (same as sketchlab-train)."""
+"""Train a model: ``python scripts/train.py experiment=sheep trainer.max_steps=1000`` (same as sketchlab-train)."""
 
 from sketchlab.cli.train import main
 

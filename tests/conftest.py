@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data in ../shared/data and a device check."""
+"""Shared fixtures: the real data in ../shared/data (or a self-made stand-in) and a device check."""
 
 from __future__ import annotations
 
@@ -23,6 +23,20 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"real data not found at {root}")
     return root
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """A data root for trainings: the real one when present, else a small self-made tree of the same layout.
+
+    For tests of the engine and the command-line tools, which need data in the right formats but not the
+    real drawings (``helpers.make_data_root`` lists what the stand-in holds). Give it to training
+    subprocesses as ``$SKETCHLAB_DATA`` (``helpers.train(..., data=data_root)``).
+    """
+    from helpers import make_data_root
+
+    root = _shared_data()
+    return root if root.is_dir() else make_data_root(tmp_path_factory.mktemp("data"))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO, SHORT, TINY_RNN, client, run_dirs, runs_of, train
+from helpers import REPO, SHORT, TINY_RNN, client, run_dirs, runs_of, train, train_env
 
 LOG_EVERY_STEP = ["trainer.log_every=1", "trainer.val_every=0", "trainer.progress=false", "visualize.enabled=false",
                   "trainer.threads=1"]
@@ -24,19 +23,19 @@ def losses(tmp_path: Path, experiment: str) -> dict[str, list[tuple[int, float]]
                                                               key=lambda m: (m.step, m.timestamp))] for r in runs}
 
 
-def test_same_seed_gives_identical_losses_in_two_processes(tmp_path, shared_data):
+def test_same_seed_gives_identical_losses_in_two_processes(tmp_path, data_root):
     args = [*TINY_RNN, *LOG_EVERY_STEP, "trainer.max_steps=5", "logger.experiment_name=seed"]
-    for folder, extra in (("a", []), ("b", []), ("c", ["seed=1"])):
-        (tmp_path / folder).mkdir()
-        train(tmp_path / folder, *args, *extra)
+    train(tmp_path / "a", *args, data=data_root)
+    train(tmp_path / "b", *args, data=data_root)
+    train(tmp_path / "c", *args, "seed=1", data=data_root)
     (a,), (b,), (c,) = (list(losses(tmp_path / d, "seed").values()) for d in "abc")
     assert [s for s, _ in a] == [1, 2, 3, 4, 5]
     assert a == b  # exact float equality, process after process
     assert a != c
 
 
-def test_provenance_is_recorded(tmp_path, shared_data):
-    train(tmp_path, *TINY_RNN, *SHORT, "logger.experiment_name=prov")
+def test_provenance_is_recorded(tmp_path, data_root):
+    train(tmp_path, *TINY_RNN, *SHORT, "logger.experiment_name=prov", data=data_root)
     _, (run,) = runs_of(tmp_path, "prov")
     tags = run.data.tags
     assert len(tags["mlflow.source.git.commit"]) == 40 and tags["sketchlab.git.dirty"] in ("true", "false")
@@ -59,18 +58,17 @@ def _wait_for_steps(tmp_path: Path, experiment: str, n: int, proc: subprocess.Po
     raise AssertionError(f"training logged fewer than {n} steps in {timeout} s")
 
 
-def _start(tmp_path: Path, *overrides: str) -> subprocess.Popen:
-    env = {**os.environ, "SKETCHLAB_OUTPUTS": str(tmp_path / "outputs"), "HYDRA_FULL_ERROR": "0"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+def _start(tmp_path: Path, *overrides: str, data: Path | None = None) -> subprocess.Popen:
+    env = train_env(tmp_path, data)
     tmp_path.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), *overrides], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
-def test_stopped_and_resumed_training_is_one_run_equal_to_a_straight_one(tmp_path, shared_data, signum):
+def test_stopped_and_resumed_training_is_one_run_equal_to_a_straight_one(tmp_path, data_root, signum):
     args = [*TINY_RNN, *LOG_EVERY_STEP, "trainer.max_steps=150", "trainer.ckpt_every=10", "logger.experiment_name=k"]
-    proc = _start(tmp_path / "stopped", *args)
+    proc = _start(tmp_path / "stopped", *args, data=data_root)
     _wait_for_steps(tmp_path / "stopped", "k", 15, proc)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
@@ -83,24 +81,24 @@ def test_stopped_and_resumed_training_is_one_run_equal_to_a_straight_one(tmp_pat
     (run_dir,) = run_dirs(tmp_path / "stopped")
     assert not list((run_dir / "checkpoints").glob(".*"))  # no temporary file left behind
 
-    train(tmp_path / "stopped", f"resume={run_dir}")  # the stored config is enough
+    train(tmp_path / "stopped", f"resume={run_dir}", data=data_root)  # the stored config is enough
     c, (resumed,) = runs_of(tmp_path / "stopped", "k")  # still one run
     assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
-    (tmp_path / "straight").mkdir()
-    train(tmp_path / "straight", *args)
+    train(tmp_path / "straight", *args, data=data_root)
     (stopped_history,) = losses(tmp_path / "stopped", "k").values()
     (straight_history,) = losses(tmp_path / "straight", "k").values()
     assert [s for s, _ in stopped_history] == list(range(1, 151))  # every step once
     assert stopped_history == straight_history
 
 
-def test_resume_refuses_changed_training_settings_unless_asked(tmp_path, shared_data):
-    train(tmp_path, *TINY_RNN, *SHORT, "logger.experiment_name=o")
+def test_resume_refuses_changed_training_settings_unless_asked(tmp_path, data_root):
+    train(tmp_path, *TINY_RNN, *SHORT, "logger.experiment_name=o", data=data_root)
     (run_dir,) = run_dirs(tmp_path)
-    proc = train(tmp_path, f"resume={run_dir}", "optim.lr=0.5", "trainer.max_steps=3", check=False)
+    proc = train(tmp_path, f"resume={run_dir}", "optim.lr=0.5", "trainer.max_steps=3", check=False, data=data_root)
     assert proc.returncode != 0 and "optim.lr: 0.001 in the checkpoint, 0.5 now" in proc.stderr
     assert "resume_overrides=[optim.lr]" in proc.stderr
-    train(tmp_path, f"resume={run_dir}", "optim.lr=0.5", "resume_overrides=[optim.lr]", "trainer.max_steps=3")
+    train(tmp_path, f"resume={run_dir}", "optim.lr=0.5", "resume_overrides=[optim.lr]", "trainer.max_steps=3",
+          data=data_root)
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
     assert state["step"] == 3 and state["optimizer"]["param_groups"][0]["initial_lr"] == 0.5
     c, (run,) = runs_of(tmp_path, "o")

@@ -16,10 +16,11 @@ from sketchlab.config import config_dir
 
 
 @pytest.fixture(scope="module", params=["sketch_rnn", "sketch_ode"])
-def trained(request, tmp_path_factory, shared_data):
+def trained(request, tmp_path_factory, data_root):
     """A 2-step training run of each model (its folder, MLflow run id and model name)."""
     tmp = tmp_path_factory.mktemp(request.param)
-    train(tmp, *(TINY_RNN if request.param == "sketch_rnn" else TINY_ODE), *SHORT, "logger.experiment_name=s")
+    train(tmp, *(TINY_RNN if request.param == "sketch_rnn" else TINY_ODE), *SHORT, "logger.experiment_name=s",
+          data=data_root)
     _, runs = runs_of(tmp, "s")
     (run_dir,) = run_dirs(tmp)
     return tmp, run_dir, runs[0].info.run_id, request.param

@@ -1,8 +1,7 @@
-"""The training entry point end to end, as a user runs it: real data, real models, MLflow store on disk."""
+"""The training entry point end to end, as a user runs it: data on disk, real models, MLflow store on disk."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO, SHORT, TINY_ODE, TINY_RNN, run_dirs, runs_of, train
+from helpers import REPO, SHORT, TINY_ODE, TINY_RNN, run_dirs, runs_of, train, train_env
 
 
 @pytest.mark.parametrize("model", ["sketch_rnn", "sketch_ode"])
-def test_two_step_training_writes_mlflow_run(tmp_path, shared_data, model):
-    train(tmp_path, *(TINY_RNN if model == "sketch_rnn" else TINY_ODE), *SHORT, "logger.experiment_name=t")
+def test_two_step_training_writes_mlflow_run(tmp_path, data_root, model):
+    train(tmp_path, *(TINY_RNN if model == "sketch_rnn" else TINY_ODE), *SHORT, "logger.experiment_name=t",
+          data=data_root)
     c, runs = runs_of(tmp_path, "t")
     assert len(runs) == 1
     run = runs[0]
@@ -30,10 +30,10 @@ def test_two_step_training_writes_mlflow_run(tmp_path, shared_data, model):
     assert (run_dir / "checkpoints" / "last.pt").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
 
 
-def test_resume_continues_the_same_run_from_saved_step(tmp_path, shared_data):
-    train(tmp_path, *TINY_RNN, *SHORT, "logger.experiment_name=r")
+def test_resume_continues_the_same_run_from_saved_step(tmp_path, data_root):
+    train(tmp_path, *TINY_RNN, *SHORT, "logger.experiment_name=r", data=data_root)
     (first,) = run_dirs(tmp_path)
-    train(tmp_path, "trainer.max_steps=4", f"resume={first}")
+    train(tmp_path, "trainer.max_steps=4", f"resume={first}", data=data_root)
     state = torch.load(first / "checkpoints" / "last.pt", weights_only=False)
     assert state["step"] == 4  # the run's own folder goes on
     c, (run,) = runs_of(tmp_path, "r")
@@ -41,8 +41,8 @@ def test_resume_continues_the_same_run_from_saved_step(tmp_path, shared_data):
     assert run.info.status == "FINISHED" and "sketchlab.resumed_at.2" in run.data.tags
 
 
-def test_sweep_makes_parent_with_children(tmp_path, shared_data):
-    train(tmp_path, "-m", *TINY_RNN, *SHORT, "logger.experiment_name=s", "optim.lr=0.001,0.0005")
+def test_sweep_makes_parent_with_children(tmp_path, data_root):
+    train(tmp_path, "-m", *TINY_RNN, *SHORT, "logger.experiment_name=s", "optim.lr=0.001,0.0005", data=data_root)
     c, runs = runs_of(tmp_path, "s")
     parents = [r for r in runs if r.data.tags.get("sketchlab.role") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -53,9 +53,9 @@ def test_sweep_makes_parent_with_children(tmp_path, shared_data):
 
 
 @pytest.mark.slow
-def test_parallel_sweep_with_joblib_on_fresh_store(tmp_path, shared_data):
+def test_parallel_sweep_with_joblib_on_fresh_store(tmp_path, data_root):
     train(tmp_path, "-m", "launcher=joblib", "hydra.launcher.n_jobs=2", *TINY_RNN, *SHORT,
-          "logger.experiment_name=j", "seed=1,2")
+          "logger.experiment_name=j", "seed=1,2", data=data_root)
     _, runs = runs_of(tmp_path, "j")
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
 
@@ -81,9 +81,8 @@ def test_corrupt_dataset_gives_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_log_once(tmp_path, shared_data):
-    env = {**os.environ, "SKETCHLAB_OUTPUTS": str(tmp_path / "outputs")}
-    env.pop("MLFLOW_TRACKING_URI", None)
+def test_torchrun_two_processes_log_once(tmp_path, data_root):
+    env = train_env(tmp_path, data_root)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                            str(REPO / "scripts" / "train.py"), *TINY_RNN, *SHORT, "logger.experiment_name=ddp"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -1,4 +1,4 @@
-"""The training loop with a real (tiny) Sketch-RNN on real sheep drawings, in process."""
+"""The training loop with a real (tiny) Sketch-RNN on the sheep drawings (or their self-made stand-in), in process."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from sketchlab.engine.trainer import Trainer, TrainingDiverged
 from sketchlab.models.sketch_rnn import SketchRNN
 
 
-def parts(shared_data, seed=0):
+def parts(data_root, seed=0):
     torch.manual_seed(seed)
-    data = SketchDataModule(StrokeNpz(str(shared_data / "sketch-rnn-datasets/aaron_sheep.npz")), batch_size=6,
+    data = SketchDataModule(StrokeNpz(str(data_root / "sketch-rnn-datasets/aaron_sheep.npz")), batch_size=6,
                             max_seq_len=80, limit=36, augment=SketchRNNAugment(), seed=seed,
                             collate=Stroke5Collate(max_seq_len=80, pad_to="batch")).setup()
     model = SketchRNN(enc_rnn_size=8, dec_rnn_size=12, z_size=4, num_mixture=2, max_seq_len=80)
@@ -36,14 +36,14 @@ class Recorder:
         self.metrics.append((step, dict(metrics)))
 
 
-def test_resume_is_exact(shared_data, tmp_path):
-    model, data, opt, sched = parts(shared_data)
+def test_resume_is_exact(data_root, tmp_path):
+    model, data, opt, sched = parts(data_root)
     quiet(max_steps=4, val_every=0, ckpt_every=2).fit(model, data, opt, sched, ckpt_dir=tmp_path / "a")
     straight = {k: v.clone() for k, v in model.state_dict().items()}
 
-    model, data, opt, sched = parts(shared_data)
+    model, data, opt, sched = parts(data_root)
     quiet(max_steps=2, val_every=0, ckpt_every=2).fit(model, data, opt, sched, ckpt_dir=tmp_path / "b")
-    model, data, opt, sched = parts(shared_data, seed=123)  # fresh objects: everything must come from the file
+    model, data, opt, sched = parts(data_root, seed=123)  # fresh objects: everything must come from the file
     result = quiet(max_steps=4, val_every=0, ckpt_every=2).fit(model, data, opt, sched, ckpt_dir=tmp_path / "c",
                                                                resume=tmp_path / "b")
     assert result.step == 4
@@ -52,8 +52,8 @@ def test_resume_is_exact(shared_data, tmp_path):
     assert opt.param_groups[0]["lr"] == pytest.approx((1e-3 - 1e-5) * 0.9999**4 + 1e-5)
 
 
-def test_logs_train_and_val_metrics_with_steps(shared_data):
-    model, data, opt, sched = parts(shared_data)
+def test_logs_train_and_val_metrics_with_steps(data_root):
+    model, data, opt, sched = parts(data_root)
     rec = Recorder()
     seen = []
     quiet(max_steps=3, val_every=3, val_batches=1).fit(model, data, opt, sched, logger=rec,
@@ -65,8 +65,8 @@ def test_logs_train_and_val_metrics_with_steps(shared_data):
     assert all({"train/lr", "train/grad_norm", "train/kl_weight"} <= set(m) for s, m in rec.metrics if "train/loss" in m)
 
 
-def test_nan_stops_with_clear_message_and_no_checkpoint(shared_data, tmp_path):
-    model, data, opt, sched = parts(shared_data)
+def test_nan_stops_with_clear_message_and_no_checkpoint(data_root, tmp_path):
+    model, data, opt, sched = parts(data_root)
     with torch.no_grad():
         model.output.bias.fill_(float("nan"))
     with pytest.raises(TrainingDiverged, match="NaN/inf at or before step 1.*No checkpoint was written"):
@@ -86,8 +86,8 @@ def test_value_and_norm_clipping():
         Trainer(grad_clip_mode="elementwise")
 
 
-def test_bf16_autocast_trains(shared_data):
-    model, data, opt, sched = parts(shared_data)
+def test_bf16_autocast_trains(data_root):
+    model, data, opt, sched = parts(data_root)
     rec = Recorder()
     quiet(max_steps=2, val_every=2, val_batches=1, precision="bf16").fit(model, data, opt, sched, logger=rec)
     losses = [m["train/loss"] for _, m in rec.metrics if "train/loss" in m]
@@ -103,16 +103,16 @@ def test_bad_settings_are_rejected():
 
 
 @pytest.mark.gpu
-def test_trains_on_gpu_with_bf16(shared_data):
-    model, data, opt, sched = parts(shared_data)
+def test_trains_on_gpu_with_bf16(data_root):
+    model, data, opt, sched = parts(data_root)
     rec = Recorder()
     quiet("cuda", max_steps=2, val_every=2, val_batches=1, precision="bf16").fit(model, data, opt, sched, logger=rec)
     assert next(model.parameters()).is_cuda
     assert all(torch.isfinite(torch.tensor(m["train/loss"])) for _, m in rec.metrics if "train/loss" in m)
 
 
-def test_resume_with_another_model_size_is_refused(shared_data, tmp_path):
-    model, data, opt, sched = parts(shared_data)
+def test_resume_with_another_model_size_is_refused(data_root, tmp_path):
+    model, data, opt, sched = parts(data_root)
     quiet(max_steps=1, val_every=0, ckpt_every=1).fit(model, data, opt, sched, ckpt_dir=tmp_path)
     other = SketchRNN(enc_rnn_size=8, dec_rnn_size=16, z_size=4, num_mixture=2, max_seq_len=80)
     opt = torch.optim.Adam(other.parameters())
@@ -137,8 +137,8 @@ class PoisonedBatches(SketchRNN):
         return out
 
 
-def poisoned(shared_data, poison_step, always=False):
-    model, data, _, _ = parts(shared_data)
+def poisoned(data_root, poison_step, always=False):
+    model, data, _, _ = parts(data_root)
     torch.manual_seed(0)
     model = PoisonedBatches(poison_step, always, enc_rnn_size=8, dec_rnn_size=12, z_size=4, num_mixture=2,
                             max_seq_len=80)
@@ -146,8 +146,8 @@ def poisoned(shared_data, poison_step, always=False):
     return model, data, opt, magenta_decay(opt)
 
 
-def test_rewind_skips_the_bad_batch_lowers_lr_and_logs_each_step_once(shared_data, tmp_path):
-    model, data, opt, sched = poisoned(shared_data, poison_step=3)
+def test_rewind_skips_the_bad_batch_lowers_lr_and_logs_each_step_once(data_root, tmp_path):
+    model, data, opt, sched = poisoned(data_root, poison_step=3)
     rec = Recorder()
     result = quiet(max_steps=6, val_every=0, ckpt_every=2, on_nan="rewind", rewind_lr_factor=0.5).fit(
         model, data, opt, sched, logger=rec, ckpt_dir=tmp_path)
@@ -160,14 +160,14 @@ def test_rewind_skips_the_bad_batch_lowers_lr_and_logs_each_step_once(shared_dat
     assert torch.load(tmp_path / "last.pt", weights_only=False)["step"] == 6
 
 
-def test_rewind_gives_up_after_max_rewinds(shared_data):
-    model, data, opt, sched = poisoned(shared_data, poison_step=1, always=True)
+def test_rewind_gives_up_after_max_rewinds(data_root):
+    model, data, opt, sched = poisoned(data_root, poison_step=1, always=True)
     with pytest.raises(TrainingDiverged, match="after 2 rewinds"):
         quiet(max_steps=5, val_every=0, ckpt_every=1, on_nan="rewind", max_rewinds=2).fit(model, data, opt, sched)
 
 
-def test_no_checkpoint_is_written_after_a_nan_and_the_error_names_the_good_one(shared_data, tmp_path):
-    model, data, opt, sched = poisoned(shared_data, poison_step=2)
+def test_no_checkpoint_is_written_after_a_nan_and_the_error_names_the_good_one(data_root, tmp_path):
+    model, data, opt, sched = poisoned(data_root, poison_step=2)
     with pytest.raises(TrainingDiverged, match=f"NaN/inf at or before step 3.*{tmp_path / 'last.pt'}"):
         quiet(max_steps=6, val_every=0, ckpt_every=1, log_every=100).fit(model, data, opt, sched, ckpt_dir=tmp_path)
     state = torch.load(tmp_path / "last.pt", weights_only=False)
@@ -191,12 +191,12 @@ class SignalAt(SketchRNN):
 
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
-def test_stop_signal_writes_a_checkpoint_at_the_current_step(shared_data, tmp_path, signame):
+def test_stop_signal_writes_a_checkpoint_at_the_current_step(data_root, tmp_path, signame):
     import signal
 
     from sketchlab.engine.trainer import Preempted
 
-    _, data, _, _ = parts(shared_data)
+    _, data, _, _ = parts(data_root)
     model = SignalAt(2, getattr(signal, signame), enc_rnn_size=8, dec_rnn_size=12, z_size=4, num_mixture=2,
                      max_seq_len=80)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -208,10 +208,10 @@ def test_stop_signal_writes_a_checkpoint_at_the_current_step(shared_data, tmp_pa
     assert signal.getsignal(signal.SIGTERM) is before  # handlers are put back
 
 
-def test_kept_hparams_win_over_the_checkpoint(shared_data, tmp_path):
-    model, data, opt, sched = parts(shared_data)
+def test_kept_hparams_win_over_the_checkpoint(data_root, tmp_path):
+    model, data, opt, sched = parts(data_root)
     quiet(max_steps=2, val_every=0, ckpt_every=2).fit(model, data, opt, sched, ckpt_dir=tmp_path)
-    model, data, _, _ = parts(shared_data)
+    model, data, _, _ = parts(data_root)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.5)
     sched = magenta_decay(opt)
     quiet(max_steps=3, val_every=0).fit(model, data, opt, sched, resume=tmp_path / "last.pt",
@@ -220,7 +220,7 @@ def test_kept_hparams_win_over_the_checkpoint(shared_data, tmp_path):
     assert group["weight_decay"] == 0.5
     assert group["lr"] == pytest.approx((5e-4 - 1e-5) * 0.9999**3 + 1e-5)
 
-    model, data, _, _ = parts(shared_data)  # without keep_hparams the checkpoint's values come back
+    model, data, _, _ = parts(data_root)  # without keep_hparams the checkpoint's values come back
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.5)
     quiet(max_steps=3, val_every=0).fit(model, data, opt, magenta_decay(opt), resume=tmp_path / "last.pt")
     assert opt.param_groups[0]["weight_decay"] == 0

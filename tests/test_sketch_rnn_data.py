@@ -1,4 +1,4 @@
-"""Stroke5Collate against a transcription of magenta's DataLoader.pad_batch."""
+"""Sketch-RNN's data path against magenta: Stroke5Collate vs DataLoader.pad_batch, drop_points vs augment_strokes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from helpers import random_sketches
+from sketchlab.data.augment import SketchRNNAugment, drop_points
 from sketchlab.data.stroke5 import Stroke5Collate
+from sketchlab.data.strokes import clean
 
 
 def magenta_pad_batch(batch: list[np.ndarray], max_len: int) -> np.ndarray:
@@ -69,3 +71,33 @@ def test_bad_input_is_named():
         Stroke5Collate(4)([])
     with pytest.raises(ValueError, match="pad_to"):
         Stroke5Collate(4, pad_to="longest")
+
+
+# magenta's augment_strokes merges a pen-down point into the previous kept row only when it is the 4th or a
+# later point of its stroke (``count > 2``) and is not a stroke end; with prob = 1 every such point merges.
+THREE_STROKES = np.array([[1, 0, 0], [2, 0, 0], [3, 0, 0], [4, 0, 0], [5, 0, 0], [6, 1, 1],  # 6 points
+                          [1, 1, 0], [1, 2, 0], [1, 3, 1],                                   # 3 points
+                          [1, 1, 0], [2, 2, 0], [3, 3, 0], [4, 4, 0], [5, 5, 0], [6, 6, 0], [7, 7, 1]],
+                         dtype=np.float32)
+ALL_DROPPED = np.array([[1, 0, 0], [2, 0, 0], [3 + 4 + 5, 0, 0], [6, 1, 1],
+                        [1, 1, 0], [1, 2, 0], [1, 3, 1],
+                        [1, 1, 0], [2, 2, 0], [3 + 4 + 5 + 6, 3 + 4 + 5 + 6, 0], [7, 7, 1]], dtype=np.float32)
+
+
+def test_drop_points_keeps_the_first_three_points_of_each_stroke_and_its_end():
+    out = drop_points(THREE_STROKES, np.random.default_rng(0), prob=1.0)
+    np.testing.assert_array_equal(out, ALL_DROPPED)
+    np.testing.assert_array_equal(drop_points(THREE_STROKES, np.random.default_rng(0), prob=0.0), THREE_STROKES)
+
+
+def test_sketch_rnn_augment_drops_points_as_magenta():
+    augment = SketchRNNAugment(random_scale_factor=0.0, augment_stroke_prob=1.0)  # scale factors exactly 1
+    np.testing.assert_array_equal(augment(THREE_STROKES, np.random.default_rng(0)), ALL_DROPPED)
+
+
+def test_offsets_are_clipped_at_magentas_limit_of_1000():
+    """DataLoader.preprocess: ``np.minimum(data, 1000)``, ``np.maximum(data, -1000)`` (large gaps removed)."""
+    s = np.array([[1500, -2000, 0], [999.5, -1000, 0], [-1000.5, 1000, 1]], dtype=np.float64)
+    out = clean(s)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [[1000, -1000, 0], [999.5, -1000, 0], [-1000, 1000, 1]])
