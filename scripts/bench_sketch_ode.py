@@ -40,7 +40,7 @@ import torch
 from sketchlab.data.curves import CurveCollate
 from sketchlab.data.strokes import points_to_stroke3
 from sketchlab.data.safe_npz import load_npz
-from sketchlab.engine.trainer import pick_device
+from sketchlab.engine.runtime import pick_device
 from sketchlab.models.sketch_ode import SketchODE
 
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from sketchlab.data.stroke5 import Stroke5Collate
-from sketchlab.engine.trainer import pick_device
+from sketchlab.engine.runtime import pick_device
 from sketchlab.models.sketch_rnn import SketchRNN
 from sketchlab.models.sketch_rnn.cells import CELL_KINDS
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from sketchlab.data.sources import default_data_root
+from sketchlab.data.paths import default_data_root
 
 
 def config_dir() -> Path:
@@ -20,7 +20,7 @@ def config_dir() -> Path:
 
 
 def register_resolvers() -> None:
-    """``${sketchlab_data:}`` → the data root (see :func:`sketchlab.data.sources.default_data_root`)."""
+    """``${sketchlab_data:}`` → the data root (see :func:`sketchlab.data.paths.default_data_root`)."""
     if not OmegaConf.has_resolver("sketchlab_data"):
         OmegaConf.register_new_resolver("sketchlab_data", lambda: str(default_data_root()))
 

@@ -36,7 +36,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # Modules whose names configs may not build: the entry points, this module, and helpers that read
 # pickles or fetch URLs (torch.load of a config-named file would run code).
-EXCLUDED_MODULES = ("sketchlab.cli", "sketchlab.registry", "sketchlab.engine.checkpoint", "sketchlab.data.download")
+EXCLUDED_MODULES = ("sketchlab.cli", "sketchlab.registry", "sketchlab.factory", "sketchlab.config",
+                    "sketchlab.engine.checkpoint", "sketchlab.data.download", "sketchlab.tracking.provenance")
 # (dotted prefix, base class path) for torch; the first matching prefix decides.
 TORCH_NAMESPACES = (
     ("torch.optim.lr_scheduler", "torch.optim.lr_scheduler.LRScheduler"),

@@ -178,7 +178,7 @@ def test_what_counts_as_a_user_error():
 
     from sketchlab.data.download import DownloadError
     from sketchlab.engine.trainer import TrainingDiverged
-    from sketchlab.sampling import latent_path
+    from sketchlab.models.latent import latent_path
 
     def raised(fn):
         try:

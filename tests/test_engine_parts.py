@@ -62,3 +62,18 @@ def test_checkpoint_atomic_and_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         resolve_checkpoint(tmp_path / "nowhere")
     assert math.isfinite(load_checkpoint(path)["step"])
+
+
+def test_trainer_defaults_are_the_configs_defaults():
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from sketchlab.config import config_dir
+    from sketchlab.engine.trainer import Trainer
+
+    conf = OmegaConf.load(config_dir() / "trainer" / "default.yaml")
+    defaults = {k: p.default for k, p in inspect.signature(Trainer).parameters.items()}
+    shared = [k for k in conf if k in defaults and k != "seed"]
+    assert len(shared) >= 10
+    assert {k: conf[k] for k in shared} == {k: defaults[k] for k in shared}

@@ -11,13 +11,13 @@ from typing import Any
 
 import hydra
 import numpy as np
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sketchlab.cli.errors import entry_point, hydra_task
 from sketchlab.config import config_dir
 from sketchlab.data.sources import SPLITS
-from sketchlab.registry import build, guard_hydra
+from sketchlab.factory import load_trained
+from sketchlab.registry import guard_hydra
 from sketchlab.validation import (ConfigValueError, check_bool, check_choice, check_device, check_float, check_int,
                                   check_subset)
 
@@ -97,29 +97,10 @@ def check_sample_config(cfg: DictConfig) -> None:
     check_device(cfg.device, "device")
 
 
-def load_trained(checkpoint: str | Path, device: torch.device, data_dir: str | None = None) -> tuple[Any, Any, dict]:
-    """Rebuild the model and data module of a checkpoint from the config stored inside it."""
-    from sketchlab.cli.train import build_data
-    from sketchlab.engine.checkpoint import load_checkpoint
-
-    state = load_checkpoint(checkpoint, map_location="cpu")
-    if "config" not in state:
-        raise ValueError(f"{checkpoint} holds no training config; was it written by sketchlab-train?")
-    cfg = OmegaConf.create(state["config"])
-    if data_dir is not None and "path" in cfg.data.source:
-        old_root = str(cfg.paths.data_dir)
-        cfg.data.source.path = str(cfg.data.source.path).replace(old_root, str(data_dir), 1)
-    model = build(cfg.model.net)
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
-    data = build_data(cfg).setup()
-    return model, data, {"config": cfg, "step": int(state["step"])}
-
-
 def run_sampling(cfg: DictConfig) -> dict[str, Any]:
     """Write the grids and metrics of ``cfg`` into ``cfg.out_dir``; returns the metrics and file list."""
     from sketchlab import sampling
-    from sketchlab.engine.trainer import pick_device, seed_everything
+    from sketchlab.engine.runtime import pick_device, seed_everything
     from sketchlab.render import interpolation_rows, pair_rows, save_grid
 
     check_sample_config(cfg)

@@ -6,23 +6,16 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from sketchlab.cli.errors import entry_point, hydra_task
 from sketchlab.config import config_dir
+from sketchlab.factory import build_data
 from sketchlab.registry import build, guard_hydra
 
 log = logging.getLogger("sketchlab.train")
-
-
-def build_data(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Any:
-    """The data module of ``cfg`` with the model's collate and the chosen augmentation."""
-    augment = build(cfg.augment) if cfg.get("augment") else None
-    collate = build(cfg.model.collate)
-    return build(cfg.data, augment=augment, collate=collate, seed=int(cfg.seed), rank=rank, world_size=world_size)
 
 
 def _job_info() -> tuple[Path, str | None, str | None]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import http.client
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path, PurePosixPath
 
-from sketchlab.data.sources import cache_root
+from sketchlab.data.paths import cache_root
+from sketchlab.fileio import atomic_open
 
 QUICKDRAW_BASE = "https://storage.googleapis.com/quickdraw_dataset"
 QUICKDRAW_FORMATS = {
@@ -86,25 +86,19 @@ def fetch(
         return target
     if offline():
         raise _failure(url, target, "SKETCHLAB_OFFLINE is set, so the network is not used")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with atomic_open(target, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             expected = response.headers.get("Content-Length")
             shutil.copyfileobj(response, out, _CHUNK)
             received = out.tell()
-        # urllib does not always notice a connection closed early; the length header does.
-        if expected is not None and expected.isdigit() and received != int(expected):
-            raise _failure(url, target, f"connection closed after {received} of {expected} bytes")
-        os.replace(tmp, target)
+            # urllib does not always notice a connection closed early; the length header does.
+            if expected is not None and expected.isdigit() and received != int(expected):
+                raise _failure(url, target, f"connection closed after {received} of {expected} bytes")
     except urllib.error.HTTPError as exc:
         raise _failure(url, target, f"HTTP {exc.code} {exc.reason}", status=exc.code) from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise _failure(url, target, f"{type(exc).__name__}: {reason}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return target
 
 

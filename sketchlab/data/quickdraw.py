@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +26,7 @@ import numpy as np
 from sketchlab.data.simplify import rdp, resample
 from sketchlab.data.sources import SPLITS, hash_split
 from sketchlab.data.strokes import from_polylines
+from sketchlab.fileio import atomic_open
 
 FORMATS = ("raw", "simplified", "auto")
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz")
@@ -241,15 +241,8 @@ def _refuse_overwrite(output: Path, overwrite: bool) -> None:
 def _save_npz_atomic(arrays: dict[str, np.ndarray], output: Path, overwrite: bool) -> None:
     """Write through a temporary file in the same folder, so readers never see a half-written npz."""
     _refuse_overwrite(output, overwrite)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_open(output, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 def _object_array(items: list[np.ndarray]) -> np.ndarray:

@@ -32,22 +32,6 @@ class SketchSplits:
         return self.sketches[split]
 
 
-def default_data_root() -> Path:
-    """``$SKETCHLAB_DATA``, else ``../shared/data`` beside the checkout when present, else the download cache."""
-    env = os.environ.get("SKETCHLAB_DATA")
-    if env:
-        return Path(env).expanduser()
-    shared = Path(__file__).resolve().parents[3] / "shared" / "data"
-    if shared.is_dir():
-        return shared
-    return cache_root() / "data"
-
-
-def cache_root() -> Path:
-    """Where downloads are cached: ``$SKETCHLAB_CACHE`` or ``~/.cache/sketchlab``."""
-    return Path(os.environ.get("SKETCHLAB_CACHE", Path.home() / ".cache" / "sketchlab")).expanduser()
-
-
 def _resolve(path: str | os.PathLike, url: str | None) -> Path:
     """The file at ``path``; if it is missing and ``url`` is that very file's download, the downloaded copy.
 

@@ -7,16 +7,16 @@ that form.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from sketchlab.fileio import atomic_open
 
 FORMAT_VERSION = 2
 
@@ -45,31 +45,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def atomic_write(path: str | Path, write: Any) -> Path:
-    """Call ``write(tmp_path)``, fsync, then rename onto ``path``: readers see the old file or the new one.
-
-    Temporary files a killed writer left behind (``.<name>.*``) are removed first.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*"):
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda tmp: torch.save({"format_version": FORMAT_VERSION, **state}, tmp))
+    """Write ``state`` to ``path`` atomically; temporary files of a killed earlier write are removed."""
+    with atomic_open(path, "wb", clean_stale=True) as f:
+        torch.save({"format_version": FORMAT_VERSION, **state}, f)
+    return Path(path)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

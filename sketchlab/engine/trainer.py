@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sketchlab.engine.evaluation import loss_sums, to_device
 from sketchlab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sketchlab.engine.runtime import DistInfo, init_distributed, pick_device, seed_everything, set_deterministic
 from sketchlab.models.base import SketchModel
@@ -38,30 +39,6 @@ class _LossModule(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         return self.model.loss(batch, step)
-
-
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """The batch with every tensor moved to ``device``."""
-    non_blocking = device.type == "cuda"
-    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-@torch.no_grad()
-def loss_sums(model: SketchModel, batches: Iterable[dict[str, Any]], device: torch.device, step: int = 0,
-              autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-              ) -> tuple[dict[str, float], int]:
-    """Sum of each loss entry weighted by batch size, and the number of sketches, over ``batches``."""
-    sums: dict[str, float] = {}
-    count = 0
-    for batch in batches:
-        batch = to_device(batch, device)
-        n = len(next(iter(batch.values())))
-        with autocast():
-            out = model.loss(batch, step)
-        for key, value in out.items():
-            sums[key] = sums.get(key, 0.0) + float(value.detach().float()) * n
-        count += n
-    return sums, count
 
 
 @dataclass
@@ -89,7 +66,7 @@ class Trainer:
     step and raise :class:`Preempted`. ``deterministic`` turns on ``torch.use_deterministic_algorithms``.
     """
 
-    def __init__(self, max_steps: int = 1000, val_every: int = 500, log_every: int = 50, ckpt_every: int = 500,
+    def __init__(self, max_steps: int = 10000, val_every: int = 500, log_every: int = 50, ckpt_every: int = 500,
                  val_batches: int | None = None, grad_clip: float | None = 1.0, grad_clip_mode: str = "norm",
                  precision: str | int = "32", device: str = "auto", progress: bool = True,
                  seed: int = 0, threads: int | None = None, on_nan: str = "stop", max_rewinds: int = 3,
@@ -246,7 +223,6 @@ class Trainer:
         model.train()
 
         def log_metrics(metrics: dict[str, float], step: int, force: bool = False) -> None:
-            nonlocal logged_upto
             if logger is not None and (force or step > logged_upto):
                 logger.log_metrics(metrics, step)
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sketchlab.fileio import atomic_open
 from sketchlab.render.grid import Cell
 from sketchlab.render.raster import render_png
 from sketchlab.render.svg import render_svg
@@ -31,17 +31,9 @@ def save_grid(sketches: Sequence[Cell], path: str | os.PathLike, **options: Any)
         payload = render_svg(sketches, **options).encode("utf-8")
     else:
         payload = render_png(sketches, **options)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # not mkstemp: its 0600 mode would survive the rename; "x" mode honours the umask and never clobbers
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            if isinstance(payload, bytes):
-                handle.write(payload)
-            else:
-                payload.save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        if isinstance(payload, bytes):
+            handle.write(payload)
+        else:
+            payload.save(handle, format="PNG")
     return path

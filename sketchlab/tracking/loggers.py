@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from sketchlab.fileio import atomic_open
 from sketchlab.tracking.spool import (SPOOL_FILE, append_records, image_steps, metric_steps, replay_spool,
                                       send_record)
 
@@ -555,7 +556,5 @@ def sweep_parent_id(sweep_dir: str | Path | None) -> str | None:
 
 
 def write_sweep_parent(sweep_dir: str | Path, run_id: str) -> None:
-    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-    tmp = Path(sweep_dir) / f".{SWEEP_PARENT_FILE}.{os.getpid()}"
-    tmp.write_text(run_id)
-    os.replace(tmp, Path(sweep_dir) / SWEEP_PARENT_FILE)
+    with atomic_open(Path(sweep_dir) / SWEEP_PARENT_FILE, "w") as f:
+        f.write(run_id)

@@ -31,7 +31,7 @@ from sketchlab.models.base import Batch, SketchModel
 from sketchlab.models.sketch_ode.decoder import ODEDecoder
 from sketchlab.models.sketch_ode.encoder import CDEEncoder, spline_derivative_operator
 from sketchlab.models.sketch_ode.solvers import SolverConfig, TimePlan
-from sketchlab.sampling import latent_path
+from sketchlab.models.latent import latent_path
 
 KL_ANNEALING = ("linear", "sigmoid")
 #: How many time grids (training grid, dense decoding grids, ...) keep their precomputed fast-path plans.

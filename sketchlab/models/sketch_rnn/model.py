@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sketchlab.data.stroke5 import START_TOKEN
 from sketchlab.data.strokes import to_stroke3
 from sketchlab.models.base import Batch, SketchModel
 from sketchlab.models.sketch_rnn import gmm
@@ -20,7 +21,6 @@ from sketchlab.models.sketch_rnn.cells import CELL_KINDS, State, glorot_uniform_
 from sketchlab.models.sketch_rnn.recurrence import CellRunner, bidirectional_final_hidden
 
 #: Magenta's ``S_0``: the decoder's first input, "pen down, start of a stroke".
-START_TOKEN = (0.0, 0.0, 1.0, 0.0, 0.0)
 
 
 def super_linear(in_features: int, out_features: int, std: float = 0.001) -> nn.Linear:
