@@ -21,7 +21,7 @@ def atomic_open(path: str | Path, mode: str = "wb", *, clean_stale: bool = False
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if clean_stale:
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        for stale in path.parent.glob(f".{path.name}.*"):
             stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:

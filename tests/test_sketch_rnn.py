@@ -16,7 +16,8 @@ from sketchlab.models.sketch_rnn.gmm import Mixture, adjust_temp, sample_step, s
 from sketchlab.models.sketch_rnn.model import kl_weight_at
 
 M = 3  # mixture components in the tiny models
-TINY = dict(enc_rnn_size=8, dec_rnn_size=12, z_size=4, num_mixture=M, hyper_num_units=6, hyper_embedding_size=3)
+TINY = dict(enc_rnn_size=8, dec_rnn_size=12, z_size=4, num_mixture=M, hyper_num_units=6, hyper_embedding_size=3,
+            mask_pen_in_eval=True, eval_kl_weight="annealed")  # the eval-time options the loss tests below exercise
 CELLS = ["lstm", "layer_norm", "hyper"]
 
 
@@ -338,3 +339,24 @@ def test_overfits_a_few_real_sheep(shared_data):
         optimizer.step()
         losses.append(out["loss"].item())
     assert np.mean(losses[-5:]) < 0.6 * losses[0], losses[::10]
+
+
+def test_default_validation_is_magentas_valid_cost():
+    """Defaults: the pen loss is unmasked in eval mode and the KL weight stays at kl_weight_start."""
+    torch.manual_seed(0)
+    sizes = {k: v for k, v in TINY.items() if k not in ("mask_pen_in_eval", "eval_kl_weight")}
+    model = SketchRNN(**sizes)
+    batch = Stroke5Collate(max_seq_len=12)(random_sketches((5, 9, 3)))
+    model.train()
+    torch.manual_seed(1)
+    train = model.loss(batch, step=10_000)
+    model.eval()
+    torch.manual_seed(1)
+    valid = model.loss(batch, step=10_000)
+    assert float(valid["kl_weight"]) == pytest.approx(model.kl_weight_start)
+    assert float(train["kl_weight"]) == pytest.approx(model.kl_weight_at(10_000))
+    masked = SketchRNN(**{**sizes, "mask_pen_in_eval": True})
+    masked.load_state_dict(model.state_dict())
+    masked.eval()
+    torch.manual_seed(1)
+    assert float(masked.loss(batch)["pen_ce"]) < float(valid["pen_ce"])  # unmasked counts the padding too

@@ -52,9 +52,11 @@ class SketchRNN(SketchModel):
         kl_weight, kl_weight_start, kl_decay_rate, kl_tolerance: the KL term and its annealing.
         conditional: False gives the decoder-only model (no encoder, zero initial state, no KL).
         max_seq_len: default length limit of :meth:`decode`.
-        mask_pen_in_eval: mask the pen loss past the sketch end in eval mode (magenta's
-            ``is_training=False``); magenta's validation during training ran with ``is_training=1``
-            (unmasked), so set False to compare with its logged validation costs.
+        mask_pen_in_eval: mask the pen loss past the sketch end in eval mode (magenta's sampling-time
+            ``is_training=False`` model). Default False: magenta validates with ``is_training=1``
+            (unmasked), as the paper's eq. 9 defines L_R.
+        eval_kl_weight: the KL weight of the loss in eval mode: ``start`` (magenta's valid cost, whose
+            kl_weight stays at ``kl_weight_start``; what picks best.pt) or ``annealed`` (the training weight).
         hyper_num_units, hyper_embedding_size: sizes of the HyperLSTM's small network (magenta: 256, 32).
         fast: run the recurrences on the fast paths (native LSTM kernel where the maths is identical,
             else a ``torch.compile``d step); False keeps the eager reference loop.
@@ -68,7 +70,7 @@ class SketchRNN(SketchModel):
                  use_output_dropout: bool = False, output_dropout: float = 0.1,
                  kl_weight: float = 0.5, kl_weight_start: float = 0.01, kl_decay_rate: float = 0.99995,
                  kl_tolerance: float = 0.2, conditional: bool = True, max_seq_len: int = 250,
-                 mask_pen_in_eval: bool = True, hyper_num_units: int = 256, hyper_embedding_size: int = 32,
+                 mask_pen_in_eval: bool = False, eval_kl_weight: str = "start", hyper_num_units: int = 256, hyper_embedding_size: int = 32,
                  fast: bool = False, compile_mode: str = "default") -> None:
         super().__init__()
         for name, kind in (("enc_model", enc_model), ("dec_model", dec_model)):
@@ -80,6 +82,8 @@ class SketchRNN(SketchModel):
                 raise ValueError(f"{name} is a drop probability in [0, 1), got {p}")
         if min(enc_rnn_size, dec_rnn_size, z_size, num_mixture, max_seq_len) < 1:
             raise ValueError("enc_rnn_size, dec_rnn_size, z_size, num_mixture and max_seq_len must be positive")
+        if eval_kl_weight not in ("start", "annealed"):
+            raise ValueError(f"eval_kl_weight must be 'start' or 'annealed', got '{eval_kl_weight}'")
         if not 0.0 <= kl_decay_rate <= 1.0:
             raise ValueError(f"kl_decay_rate must be in [0, 1], got {kl_decay_rate}")
 
@@ -90,6 +94,7 @@ class SketchRNN(SketchModel):
         self.kl_decay_rate, self.kl_tolerance = kl_decay_rate, kl_tolerance
         self.max_seq_len = max_seq_len
         self.mask_pen_in_eval = mask_pen_in_eval
+        self.eval_kl_weight = eval_kl_weight
         rec_drop = recurrent_dropout if use_recurrent_dropout else 0.0
         hyper = {"hyper_num_units": hyper_num_units, "hyper_embedding_size": hyper_embedding_size}
 
@@ -178,7 +183,8 @@ class SketchRNN(SketchModel):
         mix, _ = self.decode_params(x, z, self.initial_state(z, batch_size, strokes))
         offset, pen = gmm.reconstruction_terms(mix, target, mask_pen=self.mask_pen_in_eval and not self.training)
         recon = offset + pen
-        weight = strokes.new_tensor(self.kl_weight_at(step))
+        weight = strokes.new_tensor(self.kl_weight_start if not self.training and self.eval_kl_weight == "start"
+                                    else self.kl_weight_at(step))
         return {"loss": recon + weight * kl, "recon": recon, "offset_nll": offset, "pen_ce": pen,
                 "kl": kl, "kl_raw": kl_raw, "kl_weight": weight}
 
