@@ -163,3 +163,25 @@ def test_sketch_rnn_dataset_urls_name_the_published_files(shared_data):
         assert url.startswith("https://github.com/hardmaru/sketch-rnn-datasets/raw/master/")
         # ../shared/data holds byte-identical copies of these repository files.
         assert (shared_data / "sketch-rnn-datasets" / url.rsplit("/", 1)[1]).is_file()
+
+
+def test_a_checksum_mismatch_keeps_nothing_and_a_match_is_kept(server, tmp_path):
+    import hashlib
+
+    with pytest.raises(DownloadError, match="sha256 .* expected 00"):
+        fetch(f"{server}/data/sheep.npz", cache_dir=tmp_path, sha256="00" * 32)
+    assert list(tmp_path.iterdir()) == []
+    good = hashlib.sha256(PAYLOAD).hexdigest()
+    assert fetch(f"{server}/data/sheep.npz", cache_dir=tmp_path, sha256=good).read_bytes() == PAYLOAD
+
+
+def test_known_checksums_match_the_published_files(shared_data):
+    import hashlib
+
+    from sketchlab.data.download import KNOWN_SHA256, SKETCH_RNN_DATASETS
+
+    files = {"aaron_sheep": "aaron_sheep.npz", "omniglot": "omniglot.npz", "kanji": "kanji.rdp100.npz",
+             "short_kanji": "short_kanji.npz"}
+    for name, url in SKETCH_RNN_DATASETS.items():
+        digest = hashlib.sha256((shared_data / "sketch-rnn-datasets" / files[name]).read_bytes()).hexdigest()
+        assert KNOWN_SHA256[url] == digest, name

@@ -6,6 +6,7 @@ as the files were put in the cache by hand (the error message says where).
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import shutil
@@ -31,6 +32,15 @@ SKETCH_RNN_DATASETS = {
     "omniglot": f"{_SKETCH_RNN_REPO}/omniglot/omniglot.npz",
     "kanji": f"{_SKETCH_RNN_REPO}/kanji/kanji.rdp100.npz",
     "short_kanji": f"{_SKETCH_RNN_REPO}/kanji/short_kanji.npz",
+}
+
+#: sha256 of the known public files (checked after each download): the files in ../shared/data are byte-identical
+#: copies of hardmaru/sketch-rnn-datasets at commit 7c854de.
+KNOWN_SHA256 = {
+    SKETCH_RNN_DATASETS["aaron_sheep"]: "65f8e51e43587661798ac137a204c9e049e0d11dcd50cba372ae3ca32de8b54c",
+    SKETCH_RNN_DATASETS["omniglot"]: "bd5277621a8c577919491dfa729a59a8b5c216cff9e4fda9cef532db29f120c7",
+    SKETCH_RNN_DATASETS["kanji"]: "d625d310f3132ab3b7fa9bb574d8c8201e18a51d92fdcd4b4f783b5a7730d58a",
+    SKETCH_RNN_DATASETS["short_kanji"]: "f6855ba03d58f44830499dd98e7cb99f46c970651f4f16f2d886398f34709914",
 }
 
 _CHUNK = 1 << 20
@@ -73,14 +83,17 @@ def fetch(
     filename: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     timeout: float = 60.0,
+    sha256: str | None = None,
 ) -> Path:
     """The cached copy of ``url``, downloaded first if missing.
 
     ``filename`` (default: the last part of the URL) is relative to ``cache_dir`` (default
     ``$SKETCHLAB_CACHE`` or ``~/.cache/sketchlab``) and may contain subfolders. The download goes to
     a temporary file that replaces the target only once complete, so a failure leaves nothing behind.
-    Raises :class:`DownloadError` on any network failure or when ``SKETCHLAB_OFFLINE=1``.
+    Raises :class:`DownloadError` on any network failure or when ``SKETCHLAB_OFFLINE=1``, and when the
+    download's sha256 differs from ``sha256`` (default: :data:`KNOWN_SHA256` for known files).
     """
+    sha256 = sha256 or KNOWN_SHA256.get(url)
     target = _cache_path(url, filename, cache_dir)
     if target.is_file():
         return target
@@ -94,6 +107,13 @@ def fetch(
             # urllib does not always notice a connection closed early; the length header does.
             if expected is not None and expected.isdigit() and received != int(expected):
                 raise _failure(url, target, f"connection closed after {received} of {expected} bytes")
+            if sha256 is not None:
+                out.flush()
+                with open(out.name, "rb") as written:
+                    digest = hashlib.file_digest(written, "sha256").hexdigest()
+                if digest != sha256:
+                    raise DownloadError(f"download of {url} has sha256 {digest}, expected {sha256}: the file "
+                                        "changed upstream or was corrupted; nothing was saved")
     except urllib.error.HTTPError as exc:
         raise _failure(url, target, f"HTTP {exc.code} {exc.reason}", status=exc.code) from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
