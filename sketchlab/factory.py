@@ -13,10 +13,20 @@ from sketchlab.registry import build
 
 
 def build_data(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Any:
-    """The data module of ``cfg`` with the model's collate and the chosen augmentation."""
+    """The set-up data module of ``cfg`` with the model's collate and the chosen augmentation.
+
+    ``data.max_seq_len=auto`` is replaced in ``cfg`` by the longest sketch of the data, so the collate,
+    the model and the recorded config all see that number.
+    """
     augment = build(cfg.augment) if cfg.get("augment") else None
-    collate = build(cfg.model.collate)
-    return build(cfg.data, augment=augment, collate=collate, seed=int(cfg.seed), rank=rank, world_size=world_size)
+    if str(cfg.data.get("max_seq_len")) != "auto":
+        collate = build(cfg.model.collate)
+        return build(cfg.data, augment=augment, collate=collate, seed=int(cfg.seed), rank=rank,
+                     world_size=world_size).setup()
+    data = build(cfg.data, augment=augment, collate=None, seed=int(cfg.seed), rank=rank, world_size=world_size).setup()
+    OmegaConf.update(cfg, "data.max_seq_len", data.max_seq_len)
+    data.collate = build(cfg.model.collate)
+    return data
 
 
 def load_trained(checkpoint: str | Path, device: torch.device, data_dir: str | None = None) -> tuple[Any, Any, dict]:

@@ -89,3 +89,10 @@ def test_torchrun_two_processes_log_once(tmp_path, data_root):
     assert proc.returncode == 0, proc.stderr[-4000:]
     _, runs = runs_of(tmp_path, "ddp")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # rank 1 logs nothing
+
+
+def test_test_split_is_scored_with_the_best_weights_at_the_end(tmp_path, data_root):
+    train(tmp_path, *TINY_RNN, *SHORT, "test_at_end=true", "logger.experiment_name=te", data=data_root)
+    c, (run,) = runs_of(tmp_path, "te")
+    assert {"test/loss", "test/recon", "test/kl"} <= set(run.data.metrics)
+    assert run.data.tags["sketchlab.test_weights"] == "best.pt"

@@ -135,3 +135,25 @@ def test_quickdraw_classes_load_from_cache_offline(tmp_path, monkeypatch):
     assert list(splits.labels["valid"]) == [0] * 5 + [1] * 3
     with pytest.raises(Exception, match="dog"):  # not cached, and offline: the error names what is missing
         QuickDrawClasses(["dog"]).load()
+
+
+def test_max_seq_len_auto_is_the_longest_sketch_and_reaches_collate_and_model(data_root, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from helpers import TINY_RNN
+    from sketchlab.config import config_dir
+    from sketchlab.factory import build_data
+    from sketchlab.registry import build
+
+    monkeypatch.setenv("SKETCHLAB_DATA", str(data_root))
+    overrides = [o for o in TINY_RNN if not o.startswith(("data.max_seq_len", "data.limit"))]
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, "data.max_seq_len=auto"])
+    data = build_data(cfg)
+    raw = data.source.load()
+    longest = max(len(s) for split in ("train", "valid", "test") for s in raw.sketches[split])
+    assert cfg.data.max_seq_len == data.max_seq_len == longest
+    assert data.collate.max_seq_len == longest and build(cfg.model.net).max_seq_len == longest
+    assert sum(len(data.sketches(s)) for s in ("train", "valid", "test")) == sum(
+        len(raw.sketches[s]) for s in ("train", "valid", "test")) - sum(
+        1 for s in ("train", "valid", "test") for x in raw.sketches[s] if len(x) < 2)

@@ -44,6 +44,7 @@ def train(cfg: DictConfig) -> float:
     the run's MLflow run goes on: one training is one MLflow run, however often it is stopped.
     """
     from sketchlab.cli.resume import plan_resume
+    from sketchlab.engine.checkpoint import load_checkpoint
     from sketchlab.engine.runtime import DistInfo, seed_everything
     from sketchlab.engine.trainer import Preempted
     from sketchlab.sampling import visualize_callback
@@ -101,6 +102,14 @@ def train(cfg: DictConfig) -> float:
             logger.log_artifact(ckpt_dir, "checkpoints")
         if math.isfinite(result.best_val):
             logger.log_metrics({"val/best_loss": result.best_val}, result.step)
+        if cfg.get("test_at_end"):
+            # the paper's numbers are test losses of the best-validated weights, as magenta reports them
+            best = ckpt_dir / "best.pt"
+            if best.is_file():
+                model.load_state_dict(load_checkpoint(best, map_location=trainer.device)["model"])
+            scores = trainer.validate(model, data, split="test")
+            logger.log_metrics({f"test/{k}": v for k, v in scores.items()}, result.step)
+            logger.set_tags({"sketchlab.test_weights": "best.pt" if best.is_file() else "last step"})
         status = "FINISHED"
         log.info("done: step %d, best val loss %.4f, outputs in %s", result.step, result.best_val, out_dir)
         return result.best_val

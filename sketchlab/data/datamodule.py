@@ -19,13 +19,16 @@ Collate = Callable[[list[np.ndarray]], dict[str, torch.Tensor]]
 class SketchDataModule:
     """Prepares the splits of one source as Sketch-RNN's DataLoader does, and serves batches.
 
-    Sketches longer than ``max_seq_len`` (or shorter than ``min_seq_len``) are dropped, offsets are
+    Sketches longer than ``max_seq_len`` (or shorter than ``min_seq_len``) are dropped; ``max_seq_len="auto"``
+    takes the longest sketch over the three splits, as magenta's ``get_max_len`` (it sets Sketch-RNN's loss
+    scale and its default sample length). Offsets are
     clipped to ``[-1000, 1000]`` and, with ``normalize``, divided by the train set's offset std.
     ``limit`` caps each split (quick runs and tests). Training batches are drawn from a seeded
     shuffle, epoch after epoch; :meth:`state_dict` lets a resumed run continue the same stream.
     """
 
-    def __init__(self, source: Any, name: str = "", batch_size: int = 100, max_seq_len: int = 250, min_seq_len: int = 2,
+    def __init__(self, source: Any, name: str = "", batch_size: int = 100, max_seq_len: int | str = 250,
+                 min_seq_len: int = 2,
                  normalize: bool = True, limit: int | None = None, eval_batch_size: int | None = None,
                  augment: Augment | None = None, collate: Collate | None = None, seed: int = 0,
                  rank: int = 0, world_size: int = 1) -> None:
@@ -35,7 +38,9 @@ class SketchDataModule:
         self.batch_size = check_int(batch_size, "data.batch_size", min=1)
         self.eval_batch_size = (check_int(eval_batch_size, "data.eval_batch_size", min=1, optional=True)
                                 or self.batch_size)
-        self.max_seq_len = check_int(max_seq_len, "data.max_seq_len", min=1)
+        self.auto_max_seq_len = str(max_seq_len) == "auto"
+        self.max_seq_len = (10**9 if self.auto_max_seq_len  # set from the data in setup()
+                            else check_int(max_seq_len, "data.max_seq_len", min=1))
         self.min_seq_len = check_int(min_seq_len, "data.min_seq_len", min=0)
         if self.min_seq_len > self.max_seq_len:
             raise ConfigValueError(f"data.min_seq_len ({self.min_seq_len}) must not exceed data.max_seq_len "
@@ -58,6 +63,8 @@ class SketchDataModule:
         if self.splits is not None:
             return self
         raw = self.source.load()
+        if self.auto_max_seq_len:
+            self.max_seq_len = max(len(s) for split in SPLITS for s in raw.sketches[split])
         sketches, labels = {}, {}
         for split in SPLITS:
             keep = [i for i, s in enumerate(raw.sketches[split]) if self.min_seq_len <= len(s) <= self.max_seq_len]
