@@ -36,8 +36,11 @@ gpu-check: $(STAMP)
 	$(PY) scripts/bench_sketch_ode.py --device cuda --out outputs/bench/sketch_ode.json
 
 # Browse runs: http://127.0.0.1:5000
+# The same store as every sketchlab tool: $MLFLOW_TRACKING_URI, else outputs/mlflow.db. `make ui PORT=5001`.
+PORT ?= 5000
 ui: $(STAMP)
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath outputs)/mlflow.db
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port $(PORT) \
+		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$$(realpath -m $${SKETCHLAB_OUTPUTS:-outputs})/mlflow.db}"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -67,3 +67,24 @@ def test_comparison_rows_handles_missing_metrics():
 
     header, rows = comparison_rows([R("a", {}), R("b", {"val/best_loss": 1.0})], "val/best_loss")
     assert [r[1] for r in rows] == ["b", "a"] and header[:3] == ["run_id", "name", "status"]
+
+
+def test_every_tool_resolves_the_store_the_same_way(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from helpers import REPO
+    from sketchlab.tracking.loggers import MLflowLogger, resolve_tracking_uri
+
+    env_store = f"sqlite:///{tmp_path / 'env' / 'mlflow.db'}"
+    (tmp_path / "env").mkdir()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None, tmp_path / "out") == f"sqlite:///{(tmp_path / 'out' / 'mlflow.db').resolve()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env_store)
+    assert resolve_tracking_uri(None, tmp_path / "out") == env_store
+    assert resolve_tracking_uri("sqlite:///flag.db", tmp_path / "out") == "sqlite:///flag.db"
+    logger = MLflowLogger(experiment_name="env-store", outputs_dir=tmp_path / "out", run_name="r")
+    logger.finish()
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "runs.py"), "-e", "env-store",
+                           "--outputs", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "r" in proc.stdout, proc.stderr

@@ -161,8 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-e", "--experiment", help="MLflow experiment name (default: all)")
     parser.add_argument("--sweep", help="'latest' or a sweep's parent run id: compare its child runs")
     parser.add_argument("--metric", default="val/best_loss", help="metric to sort by (ascending)")
-    parser.add_argument("--tracking-uri", default=None, help="default: sqlite:///<outputs>/mlflow.db")
-    parser.add_argument("--outputs", default="outputs", help="outputs folder holding mlflow.db")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="default: $MLFLOW_TRACKING_URI, else sqlite:///<outputs>/mlflow.db")
+    parser.add_argument("--outputs", default=os.environ.get("SKETCHLAB_OUTPUTS", "outputs"),
+                        help="outputs folder holding mlflow.db (default: $SKETCHLAB_OUTPUTS or outputs)")
     parser.add_argument("--csv", help="also write the table to this CSV file")
     parser.add_argument("--mark-dead", action="store_true",
                         help="set RUNNING runs whose process is gone (shown 'RUNNING (dead?)') to KILLED")

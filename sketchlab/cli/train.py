@@ -6,6 +6,7 @@ import logging
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -35,6 +36,19 @@ def _base_config() -> DictConfig:
     from hydra.core.hydra_config import HydraConfig
 
     return compose(config_name=HydraConfig.get().job.config_name, overrides=[])
+
+
+def _next_steps(logger: Any, ckpt_dir: Path, experiment: str | None) -> None:
+    """Tell the user where the run is and the exact commands to look at it and draw with it."""
+    run_dir = ckpt_dir.parent if ckpt_dir.name == "checkpoints" else ckpt_dir
+    if getattr(logger, "run_id", None):
+        log.info("MLflow run %s in %s", logger.run_id, logger.tracking_uri)
+        log.info("  view it:    make ui   (then http://127.0.0.1:5000/#/experiments/%s/runs/%s)",
+                 logger.experiment_id, logger.run_id)
+        if experiment:
+            log.info("  compare:    sketchlab-runs -e '%s'", experiment)
+    log.info("  draw:       sketchlab-sample checkpoint=%s", run_dir)
+    log.info("  train more: sketchlab-train resume=%s trainer.max_steps=<more steps>", run_dir)
 
 
 def train(cfg: DictConfig) -> float:
@@ -112,6 +126,7 @@ def train(cfg: DictConfig) -> float:
             logger.set_tags({"sketchlab.test_weights": "best.pt" if best.is_file() else "last step"})
         status = "FINISHED"
         log.info("done: step %d, best val loss %.4f, outputs in %s", result.step, result.best_val, out_dir)
+        _next_steps(logger, ckpt_dir, (cfg.get("logger") or {}).get("experiment_name"))
         return result.best_val
     except Preempted as stop:
         status = "KILLED"

@@ -294,6 +294,9 @@ class Trainer:
                         metrics["train/lr"] = optimizer.param_groups[0]["lr"]
                         metrics["train/steps_per_s"] = n_acc / max(elapsed, 1e-9)
                         bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
+                        if not (self.progress and is_main):  # without a bar, the console and train.log get a line
+                            log.info("step %d/%d: loss %.4f, lr %.3g, %.2f steps/s", done, self.max_steps,
+                                     metrics["train/loss"], metrics["train/lr"], metrics["train/steps_per_s"])
                         log_metrics(metrics, done)
                         sums, n_acc, t0 = {}, 0, time.perf_counter()
 

@@ -82,7 +82,9 @@ class NullLogger:
 
 # -- the store -------------------------------------------------------------------------------------
 def resolve_tracking_uri(uri: str | None, outputs_dir: str | Path = "outputs") -> str:
-    """The store URI; default is an sqlite file under ``outputs_dir``, written as an absolute path."""
+    """The store every tool uses: ``uri`` (a flag or config key), else ``$MLFLOW_TRACKING_URI``, else the
+    sqlite file ``<outputs_dir>/mlflow.db`` (written as an absolute path)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
     db = Path(outputs_dir).expanduser().resolve() / "mlflow.db"
