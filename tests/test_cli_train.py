@@ -49,6 +49,9 @@ def test_sweep_makes_parent_with_children(tmp_path, data_root):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(children) == 2 and len(runs) == 3
     assert sorted(r.data.params["optim.lr"] for r in children) == ["0.0005", "0.001"]
+    assert sorted(r.info.run_name for r in children) == ["lr=0.0005", "lr=0.001"]
+    assert parents[0].info.run_name.startswith("sweep s ") and parents[0].data.params["swept_keys"] == "optim.lr"
+    assert "val/best_loss" in parents[0].data.metrics
     assert all(r.info.status == "FINISHED" for r in children)
 
 

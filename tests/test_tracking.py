@@ -88,3 +88,18 @@ def test_every_tool_resolves_the_store_the_same_way(tmp_path, monkeypatch):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "runs.py"), "-e", "env-store",
                            "--outputs", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "r" in proc.stdout, proc.stderr
+
+
+def test_run_names_say_what_differs():
+    from pathlib import Path
+
+    from sketchlab.tracking.naming import child_run_name, short_names, single_run_name, swept_keys
+
+    swept = swept_keys(["model.net.dec_model=lstm,hyper", "optim.lr=1e-3,3e-4", "data.batch_size=8", "seed=0"])
+    assert swept == ["model.net.dec_model", "optim.lr"]
+    assert child_run_name(["model.net.dec_model=hyper", "optim.lr=3e-4", "data.batch_size=8", "seed=0"],
+                          swept) == "dec_model=hyper,lr=3e-4"
+    assert short_names(["model.net.dropout", "data.dropout", "seed"]) == {
+        "model.net.dropout": "net.dropout", "data.dropout": "data.dropout", "seed": "seed"}
+    assert single_run_name("sketch_rnn", "sheep", Path("outputs/runs/2026-11-24/20-05-02-740575")) == \
+        "sketch_rnn-sheep-200502"

@@ -19,15 +19,21 @@ from sketchlab.registry import build, guard_hydra
 log = logging.getLogger("sketchlab.train")
 
 
-def _job_info() -> tuple[Path, str | None, str | None]:
-    """(output dir, sweep dir or None, run name from the job's overrides) of this Hydra job."""
+def _job_info() -> tuple[Path, str | None]:
+    """(output dir, sweep dir or None) of this Hydra job."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
     sweep_dir = str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
-    overrides = hc.job.override_dirname or None
-    return Path(hc.runtime.output_dir), sweep_dir, overrides
+    return Path(hc.runtime.output_dir), sweep_dir
+
+
+def _job_overrides() -> list[str]:
+    """This job's command-line overrides."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task)
 
 
 def _base_config() -> DictConfig:
@@ -63,10 +69,11 @@ def train(cfg: DictConfig) -> float:
     from sketchlab.engine.trainer import Preempted
     from sketchlab.sampling import visualize_callback
     from sketchlab.tracking.loggers import NullLogger, flatten
+    from sketchlab.tracking.naming import child_run_name, read_swept_keys, single_run_name
     from sketchlab.tracking.provenance import provenance
     from sketchlab.tracking.sweep import parent_run_for_job
 
-    out_dir, sweep_dir, overrides = _job_info()
+    out_dir, sweep_dir = _job_info()
     dist = DistInfo.from_env()
     plan = plan_resume(cfg, _base_config(), out_dir) if cfg.get("resume") else None
     if plan is not None:
@@ -81,9 +88,11 @@ def train(cfg: DictConfig) -> float:
     scheduler = build(cfg.sched)(optimizer) if cfg.get("sched") else None
     trainer = build(cfg.trainer)
 
-    run_name = cfg.get("run_name") or overrides or f"{cfg.model.name}-{cfg.data.name}"
+    job_overrides = _job_overrides()
+    run_name = (cfg.get("run_name") or child_run_name(job_overrides, read_swept_keys(sweep_dir))
+                or single_run_name(str(cfg.model.name), str(cfg.data.name), out_dir))
     tags, diff = provenance(trainer.device)
-    tags.update({"sketchlab.model": str(cfg.model.name), "sketchlab.data": str(cfg.data.name),
+    tags.update({"sketchlab.overrides": " ".join(job_overrides)[:5000], "sketchlab.model": str(cfg.model.name), "sketchlab.data": str(cfg.data.name),
                  "sketchlab.output_dir": str(out_dir.resolve()), "sketchlab.checkpoint_dir": str(ckpt_dir.resolve()),
                  **{str(k): str(v) for k, v in cfg.get("tags", {}).items()}})
     if plan is not None:

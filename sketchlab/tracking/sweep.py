@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from sketchlab.tracking.loggers import (HOST_TAG, PID_TAG, MLflowLogger, get_experiment_id, mlflow_client,
                                         open_store, resolve_tracking_uri, sweep_parent_id, write_sweep_parent)
+from sketchlab.tracking.naming import swept_keys, write_swept_keys
 
 log = logging.getLogger("sketchlab.tracking")
 
@@ -42,9 +43,17 @@ class MLflowSweepCallback(Callback):
                 # lets `sketchlab-runs` flag a sweep whose launcher was killed
                 HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
 
+        swept = swept_keys(list(config.hydra.overrides.task))
+        write_swept_keys(sweep_dir, swept)
+        when = Path(sweep_dir)
+        name = f"sweep {lcfg.experiment_name} {when.parent.name} {when.name[:8].replace('-', ':')}"
+
         def create_parent(client: Any) -> Any:
             experiment_id = get_experiment_id(client, lcfg.experiment_name, Path(lcfg.outputs_dir) / "mlartifacts")
-            return client.create_run(experiment_id, run_name=f"sweep {Path(sweep_dir).name}", tags=tags)
+            run = client.create_run(experiment_id, run_name=name, tags=tags)
+            if swept:
+                client.log_param(run.info.run_id, "swept_keys", ",".join(swept))
+            return run
 
         # an unreachable store fails the sweep here, quickly and clearly, before any job starts
         _, run = open_store(resolve_tracking_uri(lcfg.get("tracking_uri"), lcfg.outputs_dir), create_parent,
@@ -62,6 +71,11 @@ class MLflowSweepCallback(Callback):
             children = client.search_runs([client.get_run(run_id).info.experiment_id],
                                           filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
             failed = any(r.info.status == "FAILED" for r in children)
+            scored = [r for r in children if "val/best_loss" in r.data.metrics]
+            if scored:  # the parent shows the sweep's outcome in the UI's run list
+                best = min(scored, key=lambda r: r.data.metrics["val/best_loss"])
+                client.log_metric(run_id, "val/best_loss", best.data.metrics["val/best_loss"])
+                client.set_tag(run_id, "sketchlab.best_child", f"{best.info.run_name} ({best.info.run_id})")
             client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
         except Exception as exc:  # noqa: BLE001 - the jobs are done; a store failure must not fail the sweep
             log.warning("could not close the sweep's parent run %s (%s); it stays RUNNING until "
