@@ -77,3 +77,15 @@ def test_trainer_defaults_are_the_configs_defaults():
     shared = [k for k in conf if k in defaults and not OmegaConf.is_interpolation(conf, k)]
     assert len(shared) >= 10
     assert {k: conf[k] for k in shared} == {k: defaults[k] for k in shared}
+
+
+def test_threads_auto_is_one_on_a_cpu():
+    from sketchlab.engine.trainer import Trainer
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        Trainer(device="cpu", threads="auto")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
