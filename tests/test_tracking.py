@@ -103,3 +103,12 @@ def test_run_names_say_what_differs():
         "model.net.dropout": "net.dropout", "data.dropout": "data.dropout", "seed": "seed"}
     assert single_run_name("sketch_rnn", "sheep", Path("outputs/runs/2026-11-24/20-05-02-740575")) == \
         "sketch_rnn-sheep-200502"
+
+
+def test_experiments_are_marked_as_model_training(tmp_path):
+    from sketchlab.tracking.loggers import MLflowLogger
+
+    logger = MLflowLogger(experiment_name="kind", outputs_dir=tmp_path, run_name="r")
+    logger.finish()
+    exp = logger.client.get_experiment(logger.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"

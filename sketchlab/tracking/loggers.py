@@ -154,6 +154,9 @@ def mlflow_client(uri: str | None = None, outputs_dir: str | Path = "outputs") -
         return _new_client(resolved)
 
 
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
 def get_experiment_id(client: Any, name: str, artifact_root: str | Path | None = None) -> str:
     """The id of experiment ``name``, created (with artifacts under ``artifact_root``) if needed."""
     from mlflow.exceptions import MlflowException
@@ -167,7 +170,8 @@ def get_experiment_id(client: Any, name: str, artifact_root: str | Path | None =
     if artifact_root is not None:
         location = (Path(artifact_root).expanduser().resolve() / name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        # MLflow 3's UI opens experiments of unknown kind in its GenAI view; ours are model training
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
     except MlflowException:  # another process created it between our get and create
         return client.get_experiment_by_name(name).experiment_id
 
