@@ -52,6 +52,11 @@ def test_sweep_makes_parent_with_children(tmp_path, data_root):
     assert sorted(r.info.run_name for r in children) == ["lr=0.0005", "lr=0.001"]
     assert parents[0].info.run_name.startswith("sweep s ") and parents[0].data.params["swept_keys"] == "optim.lr"
     assert "val/best_loss" in parents[0].data.metrics
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "runs.py"), "--sweep", "latest", "--outputs",
+                           str(tmp_path / "outputs"), "--plot", str(tmp_path / "curves.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "lr=0.001" in proc.stdout and (tmp_path / "curves.png").stat().st_size > 5000
     assert all(r.info.status == "FINISHED" for r in children)
 
 

@@ -166,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--outputs", default=os.environ.get("SKETCHLAB_OUTPUTS", "outputs"),
                         help="outputs folder holding mlflow.db (default: $SKETCHLAB_OUTPUTS or outputs)")
     parser.add_argument("--csv", help="also write the table to this CSV file")
+    parser.add_argument("--plot", metavar="PNG", help="also draw the runs' --plot-metric curves into this image")
+    parser.add_argument("--plot-metric", default="val/loss", help="metric whose history --plot draws")
     parser.add_argument("--mark-dead", action="store_true",
                         help="set RUNNING runs whose process is gone (shown 'RUNNING (dead?)') to KILLED")
     parser.add_argument("--stale-after", type=float, default=STALE_AFTER,
@@ -211,7 +213,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
             csv.writer(fh).writerows([header, *rows])
+    if args.plot:
+        plot_curves(client, runs, args.plot_metric, args.plot)
+        print(f"wrote {args.plot}")
     return 0
+
+
+def plot_curves(client: Any, runs: Sequence[Any], metric: str, out: str) -> None:
+    """One figure with each run's ``metric`` history against its step, labelled by run name."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = 0
+    for run in runs:
+        history = sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
+        if history:
+            ax.plot([m.step for m in history], [m.value for m in history], marker="o", markersize=3,
+                    label=run.info.run_name or run.info.run_id[:8])
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        raise ValueError(f"none of the {len(runs)} runs has a '{metric}' history to plot (--plot-metric)")
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
