@@ -58,7 +58,8 @@ def test_sample_from_mlflow_run_logs_into_it(trained, tmp_path):
     out = tmp_path / "from_mlflow"
     cfg = sample_cfg([f"mlflow_run={run_id}", f"paths.output_dir={home / 'outputs'}", f"out_dir={out}", "n=2",
                       "interpolations=1", "interp_steps=2", "metrics=false", "formats=[png]"])
-    run_sampling(cfg)
+    summary = run_sampling(cfg)
+    assert summary["checkpoint"] == f"mlflow:{run_id}/checkpoints/last.pt"  # not the deleted temporary copy
     c, runs = runs_of(home, "s")
     logged = {a.path for a in c.list_artifacts(run_id, f"samples/{out.name}")}
     assert f"samples/{out.name}/samples.png" in logged

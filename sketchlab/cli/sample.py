@@ -143,7 +143,9 @@ def run_sampling(cfg: DictConfig) -> dict[str, Any]:
     if cfg.metrics:
         metrics = sampling.split_metrics(model, data, cfg.split, cfg.metric_batches,
                                          n_distance=int(cfg.distance_sketches))
-    summary = {"checkpoint": str(ckpt), "step": info["step"], "split": cfg.split, "metrics": metrics,
+    # a checkpoint fetched from MLflow lived in a temporary folder: record where it really comes from
+    source = f"mlflow:{cfg.mlflow_run}/checkpoints/{cfg.which}.pt" if cfg.mlflow_run else str(ckpt)
+    summary = {"checkpoint": source, "step": info["step"], "split": cfg.split, "metrics": metrics,
                "files": [str(f) for f in files]}
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     files.append(out_dir / "metrics.json")
