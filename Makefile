@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test bench gpu-check ui clean
+.PHONY: setup train test bench gpu-check ui ui-check clean
 
 # A virtual environment with sketchlab (editable) and its pinned dependencies. torch==2.13.0 is
 # pinned so pip takes the CPU wheel on a machine without a GPU instead of a multi-GB CUDA build.
@@ -41,6 +41,10 @@ PORT ?= 5000
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port $(PORT) \
 		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$$(realpath -m $${SKETCHLAB_OUTPUTS:-outputs})/mlflow.db}"
+
+# The MLflow UI in headless Chromium (installs nothing: needs Debian's chromium); screenshots in outputs/ui-check/.
+ui-check: $(STAMP)
+	$(PY) -m pytest -q -m browser -rs
 
 clean:
 	rm -rf $(VENV) .pytest_cache
