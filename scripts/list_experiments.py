@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The table of ready experiments (conf/experiment/*.yaml), from each file's first comment line.
+"""The table of ready experiments (sketchlab/conf/experiment/*.yaml), from each file's first comment line.
 
 Examples::
 
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "conf" / "experiment"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "sketchlab" / "conf" / "experiment"
 BEGIN, END = "<!-- experiments:begin -->", "<!-- experiments:end -->"
 
 

@@ -1,8 +1,14 @@
-"""Where the configs live and the OmegaConf resolvers they use."""
+"""Where the configs live and the OmegaConf resolvers they use.
+
+The configs that ship with sketchlab are package data (``sketchlab/conf``), so any install, editable or
+not, finds them. A ``conf/`` folder in the directory you run from (or ``$SKETCHLAB_USER_CONF``) is on
+Hydra's search path after them: put your own experiments and data configs there.
+"""
 
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -11,11 +17,11 @@ from sketchlab.data.paths import default_data_root
 
 
 def config_dir() -> Path:
-    """The ``conf/`` folder: ``$SKETCHLAB_CONF`` or the one at the top of the checkout."""
+    """The package's config folder (``$SKETCHLAB_CONF`` replaces it, e.g. for a customised copy)."""
     env = os.environ.get("SKETCHLAB_CONF")
-    path = Path(env) if env else Path(__file__).resolve().parents[1] / "conf"
+    path = Path(env) if env else Path(str(resources.files("sketchlab") / "conf"))
     if not path.is_dir():
-        raise FileNotFoundError(f"config folder not found at {path}; set SKETCHLAB_CONF to the repo's conf/ folder")
+        raise FileNotFoundError(f"config folder not found at {path}; reinstall sketchlab or unset SKETCHLAB_CONF")
     return path
 
 

@@ -1,4 +1,4 @@
-"""The README's experiment table is generated from conf/experiment/ and kept up to date."""
+"""The README's experiment table is generated from sketchlab/conf/experiment/ and kept up to date."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_table_lists_every_experiment_file_with_its_first_comment_line():
     proc = list_experiments()
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| `")]
-    names = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
+    names = sorted(p.stem for p in (REPO / "sketchlab" / "conf" / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
     assert [row.split("`")[1] for row in rows] == names
     assert any(row.startswith("| `vmnist_ode` | SketchODE on VectorMNIST") for row in rows)
 

@@ -1,0 +1,1 @@
+"""Command-line entry points (``sketchlab-train``, ``sketchlab-sample``, ``sketchlab-runs``)."""

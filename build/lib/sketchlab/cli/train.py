@@ -1,0 +1,167 @@
+"""``sketchlab-train``: compose the config, build the components, train and track the run in MLflow."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from sketchlab.cli.errors import entry_point, hydra_task
+from sketchlab.config import config_dir
+from sketchlab.factory import build_data
+from sketchlab.registry import build, guard_hydra
+
+log = logging.getLogger("sketchlab.train")
+
+
+def _job_info() -> tuple[Path, str | None]:
+    """(output dir, sweep dir or None) of this Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    sweep_dir = str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+    return Path(hc.runtime.output_dir), sweep_dir
+
+
+def _job_overrides() -> list[str]:
+    """This job's command-line overrides."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task)
+
+
+def _base_config() -> DictConfig:
+    """This job's config as composed without any command-line override (what ``resume=`` compares against)."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    return compose(config_name=HydraConfig.get().job.config_name, overrides=[])
+
+
+def _next_steps(logger: Any, ckpt_dir: Path, experiment: str | None) -> None:
+    """Tell the user where the run is and the exact commands to look at it and draw with it."""
+    run_dir = ckpt_dir.parent if ckpt_dir.name == "checkpoints" else ckpt_dir
+    if getattr(logger, "run_id", None):
+        log.info("MLflow run %s in %s", logger.run_id, logger.tracking_uri)
+        log.info("  view it:    make ui   (then http://127.0.0.1:5000/#/experiments/%s/runs/%s)",
+                 logger.experiment_id, logger.run_id)
+        if experiment:
+            log.info("  compare:    sketchlab-runs -e '%s'", experiment)
+    log.info("  draw:       sketchlab-sample checkpoint=%s", run_dir)
+    log.info("  train more: sketchlab-train resume=%s trainer.max_steps=<more steps>", run_dir)
+
+
+def train(cfg: DictConfig) -> float:
+    """Train one model as configured; returns the best validation loss (what sweepers minimise).
+
+    With ``resume=`` the config stored in the checkpoint is used (see :mod:`sketchlab.cli.resume`) and
+    the run's MLflow run goes on: one training is one MLflow run, however often it is stopped.
+    """
+    from sketchlab.cli.resume import plan_resume
+    from sketchlab.engine.checkpoint import load_checkpoint
+    from sketchlab.engine.runtime import DistInfo, seed_everything
+    from sketchlab.engine.trainer import Preempted
+    from sketchlab.sampling import visualize_callback
+    from sketchlab.tracking.loggers import NullLogger, flatten
+    from sketchlab.tracking.naming import child_run_name, read_swept_keys, single_run_name
+    from sketchlab.tracking.provenance import provenance
+    from sketchlab.tracking.sweep import parent_run_for_job
+
+    out_dir, sweep_dir = _job_info()
+    dist = DistInfo.from_env()
+    plan = plan_resume(cfg, _base_config(), out_dir) if cfg.get("resume") else None
+    if plan is not None:
+        cfg = plan.cfg
+    ckpt_dir = plan.ckpt_dir if plan is not None else out_dir / "checkpoints"
+
+    # everything random (weights, data order, augmentation) is built after this line
+    seed_everything(int(cfg.seed))
+    data = build_data(cfg, dist.rank, dist.world_size).setup()
+    model = build(cfg.model.net)
+    optimizer = build(cfg.optim)(model.parameters())
+    scheduler = build(cfg.sched)(optimizer) if cfg.get("sched") else None
+    trainer = build(cfg.trainer)
+
+    job_overrides = _job_overrides()
+    run_name = (cfg.get("run_name") or child_run_name(job_overrides, read_swept_keys(sweep_dir))
+                or single_run_name(str(cfg.model.name), str(cfg.data.name), out_dir))
+    tags, diff = provenance(trainer.device)
+    tags.update({"sketchlab.overrides": " ".join(job_overrides)[:5000], "sketchlab.model": str(cfg.model.name), "sketchlab.data": str(cfg.data.name),
+                 "sketchlab.output_dir": str(out_dir.resolve()), "sketchlab.checkpoint_dir": str(ckpt_dir.resolve()),
+                 **{str(k): str(v) for k, v in cfg.get("tags", {}).items()}})
+    if plan is not None:
+        tags[f"sketchlab.resumed_at.{int(plan.state['step'])}"] = str(plan.checkpoint.resolve())
+        tags.update({f"sketchlab.resume_override.{k}": f"{old!r} -> {new!r}" for k, (old, new) in plan.changed.items()})
+    logger = (build(cfg.logger, run_name=run_name, parent_run_id=parent_run_for_job(sweep_dir), tags=tags,
+                    run_id=plan.run_id if plan is not None else None, spool_dir=str(out_dir))
+              if dist.is_main else NullLogger())
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    status = "FAILED"
+    try:
+        logger.log_params(flatten(resolved))
+        logger.log_params({"data.scale_factor": data.scale, "model.n_params": sum(p.numel() for p in model.parameters())})
+        (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        logger.log_artifact(out_dir / "config_resolved.yaml")
+        # a resumed run keeps its original .hydra record; the resuming command's goes beside it
+        logger.log_artifact(out_dir / ".hydra", "hydra" if plan is None else f"hydra/resumed_at_{plan.state['step']}")
+        if diff is not None:
+            (out_dir / "code.diff").write_text(diff)
+            logger.log_artifact(out_dir / "code.diff", "provenance")
+        vis = cfg.get("visualize", {})
+        on_val = (visualize_callback(data, logger, n=int(vis.get("n", 8)), temperature=float(vis.get("temperature", 0.4)))
+                  if vis.get("enabled", True) and dist.is_main else None)
+        extra = {"config": resolved, "data_scale": data.scale, "mlflow_run_id": logger.run_id}
+        result = trainer.fit(model, data, optimizer, scheduler, logger=logger, ckpt_dir=ckpt_dir,
+                             resume=plan.state if plan is not None else None, on_validation=on_val,
+                             checkpoint_extra=extra, keep_hparams=plan.keep_hparams if plan is not None else (),
+                             keep_schedule=plan.keep_schedule if plan is not None else False)
+        if getattr(logger, "log_checkpoints", False):
+            logger.log_artifact(ckpt_dir, "checkpoints")
+        if math.isfinite(result.best_val):
+            logger.log_metrics({"val/best_loss": result.best_val}, result.step)
+        if cfg.get("test_at_end"):
+            # the paper's numbers are test losses of the best-validated weights, as magenta reports them
+            best = ckpt_dir / "best.pt"
+            if best.is_file():
+                model.load_state_dict(load_checkpoint(best, map_location=trainer.device)["model"])
+            scores = trainer.validate(model, data, split="test")
+            logger.log_metrics({f"test/{k}": v for k, v in scores.items()}, result.step)
+            logger.set_tags({"sketchlab.test_weights": "best.pt" if best.is_file() else "last step"})
+        status = "FINISHED"
+        log.info("done: step %d, best val loss %.4f, outputs in %s", result.step, result.best_val, out_dir)
+        _next_steps(logger, ckpt_dir, (cfg.get("logger") or {}).get("experiment_name"))
+        return result.best_val
+    except Preempted as stop:
+        status = "KILLED"
+        if stop.checkpoint is not None and getattr(logger, "log_checkpoints", False):
+            logger.log_artifact(ckpt_dir, "checkpoints")
+        log.warning("%s; continue with: resume=%s", stop, ckpt_dir.parent if ckpt_dir.name == "checkpoints" else ckpt_dir)
+        raise SystemExit(128 + stop.signum) from None
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        logger.finish(status)
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+@hydra_task
+def _hydra_main(cfg: DictConfig) -> float:
+    return train(cfg)
+
+
+@entry_point
+def main() -> None:
+    """Console entry point (``sketchlab-train``): user errors end in one ``error:`` line, exit status 2."""
+    guard_hydra()  # check hydra.callbacks/launcher/sweeper/logging before Hydra builds them
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

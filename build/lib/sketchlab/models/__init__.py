@@ -1,0 +1,1 @@
+"""Sketch models (plain torch modules) behind the :class:`~sketchlab.models.base.SketchModel` interface."""
