@@ -42,4 +42,4 @@ def load_trained(checkpoint: str | Path, device: torch.device, data_dir: str | N
     model.load_state_dict(state["model"])
     model.to(device).eval()
     data = build_data(cfg).setup()
-    return model, data, {"config": cfg, "step": int(state["step"])}
+    return model, data, {"config": cfg, "step": int(state["step"]), "mlflow_run_id": state.get("mlflow_run_id")}
