@@ -104,3 +104,12 @@ def test_resume_refuses_changed_training_settings_unless_asked(tmp_path, data_ro
     c, (run,) = runs_of(tmp_path, "o")
     assert run.data.tags["sketchlab.resume_override.optim.lr"] == "0.001 -> 0.5"
     assert run.info.status == "FINISHED"
+
+
+def test_resume_by_mlflow_run_id_goes_on_in_that_run(tmp_path, data_root):
+    train(tmp_path, *TINY_RNN, *SHORT, "logger.experiment_name=m", data=data_root)
+    c, (run,) = runs_of(tmp_path, "m")
+    train(tmp_path, f"resume=mlflow:{run.info.run_id}", "trainer.max_steps=3", data=data_root)
+    c, (again,) = runs_of(tmp_path, "m")
+    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
+    assert [m.step for m in c.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3]
