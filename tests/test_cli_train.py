@@ -97,6 +97,7 @@ def test_torchrun_two_processes_log_once(tmp_path, data_root):
     assert proc.returncode == 0, proc.stderr[-4000:]
     _, runs = runs_of(tmp_path, "ddp")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # rank 1 logs nothing
+    assert len(run_dirs(tmp_path)) == 1  # and keeps no run folder of its own
 
 
 def test_test_split_is_scored_with_the_best_weights_at_the_end(tmp_path, data_root):

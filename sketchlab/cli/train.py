@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,25 @@ def _hydra_main(cfg: DictConfig) -> float:
 def main() -> None:
     """Console entry point (``sketchlab-train``): user errors end in one ``error:`` line, exit status 2."""
     guard_hydra()  # check hydra.callbacks/launcher/sweeper/logging before Hydra builds them
+    _one_folder_per_training()
     _hydra_main()
+
+
+def _one_folder_per_training() -> None:
+    """Under torchrun every rank composes its own timestamped run folder; only rank 0's is the training's.
+
+    The other ranks keep theirs in a temporary folder that goes away with them (they write no checkpoint and
+    log nothing).
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    rank = int(os.environ.get("RANK", "0"))
+    if rank > 0 and not {"-m", "--multirun"} & set(sys.argv):
+        tmp = tempfile.mkdtemp(prefix=f"sketchlab-rank{rank}-")
+        atexit.register(shutil.rmtree, tmp, True)
+        sys.argv += [f"hydra.run.dir={tmp}", "hydra.output_subdir=null"]
 
 
 if __name__ == "__main__":
