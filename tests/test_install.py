@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,9 +14,12 @@ from helpers import REPO, SHORT, TINY_RNN
 
 @pytest.mark.slow
 def test_wheel_install_trains_from_another_directory(tmp_path, data_root):
+    source = tmp_path / "source"  # setuptools writes build/ into the tree it builds: not into the checkout
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "outputs", "build", "*.egg-info",
+                                                                "__pycache__", ".pytest_cache"))
     wheels = tmp_path / "wheels"
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            str(REPO), "-w", str(wheels)], capture_output=True, text=True, timeout=600)
+                            str(source), "-w", str(wheels)], capture_output=True, text=True, timeout=600)
     if build.returncode != 0:
         pytest.skip(f"cannot build a wheel here: {build.stderr[-500:]}")
     (wheel,) = wheels.glob("sketchlab-*.whl")

@@ -1,1 +1,0 @@
-"""Command-line entry points (``sketchlab-train``, ``sketchlab-sample``, ``sketchlab-runs``)."""

@@ -1,1 +1,0 @@
-"""Sketch models (plain torch modules) behind the :class:`~sketchlab.models.base.SketchModel` interface."""
