@@ -8,6 +8,7 @@ Hydra's search path after them: put your own experiments and data configs there.
 from __future__ import annotations
 
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -32,3 +33,5 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+# the user's conf/ folder is optional: Hydra's warning that it is missing would greet every run without one
+warnings.filterwarnings("ignore", message=r"provider=hydra\.searchpath in main, path=conf is not available")
