@@ -224,3 +224,15 @@ def test_kept_hparams_win_over_the_checkpoint(data_root, tmp_path):
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.5)
     quiet(max_steps=3, val_every=0).fit(model, data, opt, magenta_decay(opt), resume=tmp_path / "last.pt")
     assert opt.param_groups[0]["weight_decay"] == 0
+
+
+def test_deterministic_mode_trains_and_is_switched_off_again(data_root):
+    model, data, opt, sched = parts(data_root)
+    rec = Recorder()
+    try:
+        quiet(max_steps=2, val_every=0, deterministic=True).fit(model, data, opt, sched, logger=rec)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        quiet(max_steps=0, val_every=0).fit(*parts(data_root))  # a default trainer turns it off
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert len([m for _, m in rec.metrics if "train/loss" in m]) == 2
