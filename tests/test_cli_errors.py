@@ -215,3 +215,9 @@ def test_format_error_indents_details():
     assert format_error("Could not find 'model/nope'\n\nAvailable options in 'model':\n\tsketch_ode\n") == (
         "error: Could not find 'model/nope'\n  Available options in 'model':\n    sketch_ode")
 
+
+
+def test_a_bad_optimizer_value_is_a_user_error(tmp_path):
+    proc = train(tmp_path, "optim.lr=-1", "trainer.max_steps=1", "logger=none", check=False)
+    assert proc.returncode == 2 and "optim: Invalid learning rate: -1" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -45,6 +45,16 @@ def _base_config() -> DictConfig:
     return compose(config_name=HydraConfig.get().job.config_name, overrides=[])
 
 
+def _configured(group: str, make: Any) -> Any:
+    """``make()``, with the ValueError torch raises for a bad optimizer/schedule setting named as that group's."""
+    from sketchlab.validation import ConfigValueError
+
+    try:
+        return make()
+    except ValueError as exc:
+        raise ConfigValueError(f"{group}: {exc} (check the {group}.* values)") from exc
+
+
 def _next_steps(logger: Any, ckpt_dir: Path, experiment: str | None) -> None:
     """Tell the user where the run is and the exact commands to look at it and draw with it."""
     run_dir = ckpt_dir.parent if ckpt_dir.name == "checkpoints" else ckpt_dir
@@ -85,8 +95,8 @@ def train(cfg: DictConfig) -> float:
     seed_everything(int(cfg.seed))
     data = build_data(cfg, dist.rank, dist.world_size).setup()
     model = build(cfg.model.net)
-    optimizer = build(cfg.optim)(model.parameters())
-    scheduler = build(cfg.sched)(optimizer) if cfg.get("sched") else None
+    optimizer = _configured("optim", lambda: build(cfg.optim)(model.parameters()))
+    scheduler = _configured("sched", lambda: build(cfg.sched)(optimizer)) if cfg.get("sched") else None
     trainer = build(cfg.trainer)
 
     job_overrides = _job_overrides()
