@@ -46,10 +46,17 @@ def reconstruct(model: SketchModel, data: Any, sketches: Sequence[np.ndarray], t
 
 
 @torch.no_grad()
-def sample(model: SketchModel, n: int, temperature: float = 0.4, **decode_kw: Any) -> list[np.ndarray]:
-    """``n`` unconditional samples (z ~ N(0, I), or no z for an unconditional model)."""
+def sample(model: SketchModel, n: int, temperature: float = 0.4, data: Any = None, split: str = "valid",
+           sigma: float = 0.1, **decode_kw: Any) -> list[np.ndarray]:
+    """``n`` samples: from the prior (z ~ N(0, I), or no z for an unconditional model) where the model has
+    one, else as the original SketchODE does, around real sketches: their codes plus N(0, sigma^2) noise."""
     model.eval()
-    return model.sample(n, temperature=temperature, **decode_kw)
+    if model.has_prior:
+        return model.sample(n, temperature=temperature, **decode_kw)
+    if data is None:
+        raise ValueError(f"{type(model).__name__} has no prior to sample from (it is not a VAE): sampling it needs "
+                         "data, whose sketches' codes are jittered")
+    return reconstruct(model, data, spread(data.sketches(split), n), temperature, sigma=sigma, **decode_kw)
 
 
 @torch.no_grad()
@@ -119,7 +126,7 @@ def visual_grids(model: SketchModel, data: Any, n: int = 8, temperature: float =
         originals = spread(data.sketches(split), n)
         cells, cols = pair_rows(originals, reconstruct(model, data, originals, temperature), pairs_per_row=2)
         images["reconstructions"] = render_png(cells, cols=cols, cell_size=96)
-    images["samples"] = render_png(sample(model, n, temperature), cols=min(n, 8), cell_size=96)
+    images["samples"] = render_png(sample(model, n, temperature, data=data, split=split), cols=min(n, 8), cell_size=96)
     return images
 
 

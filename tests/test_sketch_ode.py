@@ -365,3 +365,25 @@ def test_benchmark_script_runs_small_on_cpu(tmp_path):
     assert results["fast"]["nfe_forward"] == 2 * 11 * 4  # rk4: 4 evaluations a step, encoder and decoder
     assert report["first_grad_rel_diff"]["fast vs torchdiffeq"] < 1e-4
     assert (tmp_path / "b.json").is_file()
+
+
+def test_an_autoencoder_is_sampled_around_real_sketches_not_from_n01(data_root):
+    """The original's conditional sampling: z of real sketches + N(0, sigma^2); a prior only for vae=true."""
+    from sketchlab import sampling
+    from sketchlab.data.curves import CurveCollate
+    from sketchlab.data.datamodule import SketchDataModule
+    from sketchlab.data.sources import PointsNpz
+    from sketchlab.models.sketch_ode import SketchODE
+
+    torch.manual_seed(0)
+    model = SketchODE(n_hidden=8, z_size=4, enc_arch=[8], dec_arch=[8], n_points=20)
+    assert not model.has_prior and SketchODE(n_hidden=8, z_size=4, enc_arch=[8], dec_arch=[8], vae=True).has_prior
+    data = SketchDataModule(PointsNpz(str(data_root / "vectormnist" / "vmnist.npz")), batch_size=4, limit=8,
+                            collate=CurveCollate(n_points=20)).setup()
+    with pytest.raises(ValueError, match="no prior"):
+        sampling.sample(model, 2)
+    exact = sampling.sample(model, 3, data=data, sigma=0.0)
+    recons = sampling.reconstruct(model, data, sampling.spread(data.sketches("valid"), 3))
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(exact, recons))  # sigma 0: the reconstructions
+    jittered = sampling.sample(model, 3, data=data, sigma=0.5)
+    assert not all(np.allclose(a, b, atol=1e-5) for a, b in zip(jittered, recons))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
@@ -93,6 +94,8 @@ def check_sample_config(cfg: DictConfig) -> None:
     check_int(cfg.metric_batches, "metric_batches", min=1, optional=True)
     check_int(cfg.distance_sketches, "distance_sketches", min=0)
     check_bool(cfg.log_to_mlflow, "log_to_mlflow")
+    check_float(cfg.sigma, "sigma", min=0)
+    check_float(cfg.omega, "omega", above=0, optional=True)
     check_int(cfg.seed, "seed")
     check_device(cfg.device, "device")
 
@@ -122,22 +125,28 @@ def run_sampling(cfg: DictConfig) -> dict[str, Any]:
 
     n, temp = int(cfg.n), float(cfg.temperature)
     cols = int(np.ceil(np.sqrt(n)))
-    save("samples", sampling.sample(model, n, temp), cols)
+    look: dict[str, Any] = {}
+    if cfg.omega is not None:  # SketchODE's abstraction knob: decode with another frequency than trained
+        if "omega" not in inspect.signature(model.decode).parameters:
+            raise ConfigValueError(f"omega= is SketchODE's decoding frequency; {type(model).__name__} has none")
+        look["omega"] = float(cfg.omega)
+    save("samples", sampling.sample(model, n, temp, data=data, split=cfg.split, sigma=float(cfg.sigma), **look), cols)
     if model.conditional:
         originals = sampling.spread(data.sketches(cfg.split), n)
-        recons = sampling.reconstruct(model, data, originals, temp)
+        recons = sampling.reconstruct(model, data, originals, temp, **look)
         save("reconstructions", *pair_rows(originals, recons, pairs_per_row=2))
         if int(cfg.interpolations) > 0:
             rng = np.random.default_rng(int(cfg.seed))
             pool = data.sketches(cfg.split)
             pairs = [tuple(pool[i] for i in rng.choice(len(pool), 2, replace=False))
                      for _ in range(int(cfg.interpolations))]
-            rows = sampling.interpolate(model, data, pairs, int(cfg.interp_steps), temp, cfg.interp_method)
+            rows = sampling.interpolate(model, data, pairs, int(cfg.interp_steps), temp, cfg.interp_method, **look)
             save("interpolations", *interpolation_rows([[a, *row, b] for (a, b), row in zip(pairs, rows)]))
         kw = model.dense_decode_kwargs(int(cfg.dense_factor)) if int(cfg.dense_factor) > 1 else None
         if kw is not None:
             save("dense_reconstructions",
-                 *pair_rows(recons, sampling.reconstruct(model, data, originals, temp, **kw), pairs_per_row=2))
+                 *pair_rows(recons, sampling.reconstruct(model, data, originals, temp, **{**look, **kw}),
+                            pairs_per_row=2))
 
     metrics: dict[str, float] = {}
     if cfg.metrics:

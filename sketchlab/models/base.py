@@ -26,6 +26,12 @@ class SketchModel(nn.Module, abc.ABC):
     #: Whether the model has an encoder (``False`` for unconditional Sketch-RNN).
     conditional: bool = True
 
+    @property
+    def has_prior(self) -> bool:
+        """Whether z ~ N(0, I) means something: a VAE (or no latent at all). An autoencoder's latents don't
+        follow N(0, I), so its samples come from jittering the codes of real sketches instead."""
+        return True
+
     @abc.abstractmethod
     def loss(self, batch: Batch, step: int = 0) -> dict[str, torch.Tensor]:
         """Return scalar tensors; ``"loss"`` is what the engine back-propagates, the rest are logged.
@@ -52,9 +58,15 @@ class SketchModel(nn.Module, abc.ABC):
         None for models without a notion of resolution."""
         return None
 
-    def reconstruct(self, batch: Batch, temperature: float = 1.0, **kwargs: Any) -> list[np.ndarray]:
-        """Encode a batch and decode it again."""
-        return self.decode(self.encode(batch), temperature=temperature, **kwargs)
+    def reconstruct(self, batch: Batch, temperature: float = 1.0, sigma: float = 0.0,
+                    **kwargs: Any) -> list[np.ndarray]:
+        """Encode a batch and decode it again; ``sigma`` > 0 jitters the codes by N(0, sigma^2) first
+        (sampling around real sketches, for models without a prior)."""
+        return self.decode(self._jitter(self.encode(batch), sigma), temperature=temperature, **kwargs)
+
+    @staticmethod
+    def _jitter(z: torch.Tensor, sigma: float) -> torch.Tensor:
+        return z + sigma * torch.randn_like(z) if sigma else z
 
     def sample(self, n: int, temperature: float = 1.0, **kwargs: Any) -> list[np.ndarray]:
         """Unconditional samples: z ~ N(0, I) for a conditional model, no z otherwise."""

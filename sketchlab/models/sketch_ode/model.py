@@ -256,17 +256,23 @@ class SketchODE(SketchModel):
             raise ValueError(f"got {len(factors)} scale factors for {len(xy)} latent codes")
         return [curve_to_stroke3(xy[i], pen[i], self.pen_threshold, float(factors[i])) for i in range(len(xy))]
 
-    def reconstruct(self, batch: Batch, temperature: float = 1.0, **kwargs: Any) -> list[np.ndarray]:
+    def reconstruct(self, batch: Batch, temperature: float = 1.0, sigma: float = 0.0,
+                    **kwargs: Any) -> list[np.ndarray]:
         """Encode and decode a batch, back in the data's units when the batch carries ``"scale"``."""
         if "scale" in batch and "scale" not in kwargs:
             kwargs["scale"] = batch["scale"]
-        return self.decode(self.encode(batch), temperature=temperature, **kwargs)
+        return self.decode(self._jitter(self.encode(batch), sigma), temperature=temperature, **kwargs)
 
     def interpolate(self, z_a: Tensor, z_b: Tensor, steps: int = 8, method: str = "lerp",
                     **decode_kw: Any) -> list[np.ndarray]:
         """Drawings along the latent path from ``z_a`` to ``z_b`` (each (z,)), endpoints included.
         ``lerp`` is the original's linear path; ``slerp`` the spherical one."""
         return self.decode(latent_path(z_a, z_b, steps, method), **decode_kw)
+
+    @property
+    def has_prior(self) -> bool:
+        """Only the VAE variant is trained towards N(0, I); the default autoencoder is sampled around data."""
+        return self.vae
 
     def dense_decode_kwargs(self, factor: int) -> dict[str, Any]:
         """A grid ``factor`` times denser that keeps every time of the default grid."""
