@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         except Exception:  # a checkpoint from another machine's store: the JSON is the record
             log.warning("MLflow run %s is not in %s; metrics are in %s only", run_id, client.tracking_uri, out_dir)
         else:
-            client.log_batch(run_id, metrics=[Metric(k, float(v), 0, info["step"]) for k, v in metrics.items()
+            now = int(time.time() * 1000)
+            client.log_batch(run_id, metrics=[Metric(k, float(v), now, info["step"]) for k, v in metrics.items()
                                               if np.isfinite(v)])
             client.log_artifact(run_id, str(out_dir / "metrics.json"), f"evaluations/{out_dir.name}")
     for key, value in metrics.items():
