@@ -7,26 +7,33 @@ import numpy as np
 from sketchlab.data.strokes import bounds, to_polylines
 
 
-def resample_along_arc(stroke3: np.ndarray, n_points: int = 64) -> np.ndarray:
-    """``n_points`` (x, y) points spaced evenly along the drawn (pen-down) path of a stroke-3 sketch.
+def resample_along_arc(stroke3: np.ndarray, n: int = 64) -> np.ndarray:
+    """``n`` (x, y) points spaced evenly along the drawn (pen-down) strokes of a stroke-3 sketch, as an (n, 2) array.
 
-    The strokes are walked one after another; the pen-up jumps between them add no length, so points
-    only ever lie on what was drawn. A sketch that never moves gives its points as they are.
+    The strokes are walked one after another; the pen-up jumps between them add no length, so points only ever
+    lie on what was drawn. A drawing of isolated dots gives its dots; an empty one, the pen resting at the origin.
     """
-    lines = [np.asarray(line, dtype=np.float64) for line in to_polylines(stroke3) if len(line)]
+    lines = [line for line in to_polylines(stroke3) if len(line)]
     if not lines:
-        return np.zeros((0, 2))
-    points = np.concatenate(lines)
-    steps = [np.r_[0.0, np.linalg.norm(np.diff(line, axis=0), axis=1)] for line in lines]
-    arc = np.cumsum(np.concatenate(steps))
-    if arc[-1] <= 0:
-        return points
-    at = np.linspace(0.0, arc[-1], n_points)
-    # where strokes meet, arc repeats; searchsorted picks one side, which is a point of the drawing either way
-    idx = np.clip(np.searchsorted(arc, at, side="right"), 1, len(arc) - 1)
-    lo, hi = arc[idx - 1], arc[idx]
-    w = np.where(hi > lo, (at - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)[:, None]
-    return points[idx - 1] * (1 - w) + points[idx] * w
+        return np.zeros((n, 2))
+    segments = [np.column_stack([line[:-1], line[1:]]) for line in lines if len(line) > 1]
+    if not segments:  # only isolated points
+        pts = np.concatenate(lines)
+        return pts[np.linspace(0, len(pts) - 1, n).round().astype(int)]
+    seg = np.concatenate(segments)
+    length = np.linalg.norm(seg[:, 2:] - seg[:, :2], axis=1)
+    cum = np.concatenate([[0.0], np.cumsum(length)])
+    if cum[-1] <= 0:
+        return np.repeat(seg[:1, :2], n, axis=0)
+    at = np.linspace(0, cum[-1], n)
+    idx = np.clip(np.searchsorted(cum, at, side="right") - 1, 0, len(seg) - 1)
+    frac = np.where(length[idx] > 0, (at - cum[idx]) / np.maximum(length[idx], 1e-12), 0.0)[:, None]
+    return seg[idx, :2] + frac * (seg[idx, 2:] - seg[idx, :2])
+
+
+def point_distance(a: np.ndarray, b: np.ndarray, n: int = 64) -> float:
+    """Mean distance between corresponding points of two sketches after resampling both to ``n`` points."""
+    return float(np.linalg.norm(resample_along_arc(a, n) - resample_along_arc(b, n), axis=1).mean())
 
 
 def chamfer_distance(original: np.ndarray, other: np.ndarray, n_points: int = 64) -> float:
@@ -38,8 +45,6 @@ def chamfer_distance(original: np.ndarray, other: np.ndarray, n_points: int = 64
     the origin, as stroke-3 drawings do.
     """
     a, b = resample_along_arc(original, n_points), resample_along_arc(other, n_points)
-    if len(a) == 0 or len(b) == 0:
-        return float("inf")
     x0, x1, y0, y1 = bounds(original)
     diag = float(np.hypot(x1 - x0, y1 - y0)) or 1.0
     d = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sketchlab.data.strokes import to_polylines
 from sketchlab.engine.evaluation import loss_sums, to_device
+from sketchlab.metrics import point_distance
 from sketchlab.models.base import SketchModel
 from sketchlab.models.latent import latent_path
 
@@ -72,31 +72,6 @@ def interpolate(model: SketchModel, data: Any, pairs: Sequence[tuple[np.ndarray,
         z = model.encode(_batch(data, [a, b], device))
         rows.append(model.decode(latent_path(z[0], z[1], steps, method), temperature=temperature, **decode_kw))
     return rows
-
-
-def resample_points(stroke3: np.ndarray, n: int = 64) -> np.ndarray:
-    """``n`` points spaced evenly along the drawn strokes (pen-up jumps excluded), as an (n, 2) array."""
-    lines = [line for line in to_polylines(stroke3) if len(line)]
-    if not lines:
-        return np.zeros((n, 2))
-    segments = [np.column_stack([line[:-1], line[1:]]) for line in lines if len(line) > 1]
-    if not segments:  # only isolated points
-        pts = np.concatenate(lines)
-        return pts[np.linspace(0, len(pts) - 1, n).round().astype(int)]
-    seg = np.concatenate(segments)
-    length = np.linalg.norm(seg[:, 2:] - seg[:, :2], axis=1)
-    cum = np.concatenate([[0.0], np.cumsum(length)])
-    if cum[-1] <= 0:
-        return np.repeat(seg[:1, :2], n, axis=0)
-    at = np.linspace(0, cum[-1], n)
-    idx = np.clip(np.searchsorted(cum, at, side="right") - 1, 0, len(seg) - 1)
-    frac = np.where(length[idx] > 0, (at - cum[idx]) / np.maximum(length[idx], 1e-12), 0.0)[:, None]
-    return seg[idx, :2] + frac * (seg[idx, 2:] - seg[idx, :2])
-
-
-def point_distance(a: np.ndarray, b: np.ndarray, n: int = 64) -> float:
-    """Mean distance between corresponding points of two sketches after resampling both to ``n`` points."""
-    return float(np.linalg.norm(resample_points(a, n) - resample_points(b, n), axis=1).mean())
 
 
 @torch.no_grad()
