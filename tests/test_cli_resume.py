@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO, SHORT, TINY_RNN, client, run_dirs, runs_of, train, train_env
+from helpers import REPO, SHORT, TINY_RNN, run_dirs, runs_of, train, train_env
 
 LOG_EVERY_STEP = ["trainer.log_every=1", "trainer.val_every=0", "trainer.progress=false", "visualize.enabled=false",
                   "trainer.threads=1"]
