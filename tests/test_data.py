@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from sketchlab.data.augment import SketchRNNAugment, drop_points, random_scale
-from sketchlab.data.datamodule import SketchDataModule
-from sketchlab.data.sources import PointsNpz, StrokeNpz, hash_split
+from sketchlab.data.datamodule import PrefetchStream, SketchDataModule
+from sketchlab.data.sources import PointsNpz, SketchSplits, StrokeNpz, hash_split
 from sketchlab.data.strokes import scale_factor
 
 
@@ -157,3 +157,63 @@ def test_max_seq_len_auto_is_the_longest_sketch_and_reaches_collate_and_model(da
     assert sum(len(data.sketches(s)) for s in ("train", "valid", "test")) == sum(
         len(raw.sketches[s]) for s in ("train", "valid", "test")) - sum(
         1 for s in ("train", "valid", "test") for x in raw.sketches[s] if len(x) < 2)
+
+
+class _MemorySource:
+    """Random-walk sketches held in memory: a data module without file reading."""
+
+    def __init__(self, n: int = 40) -> None:
+        rng = np.random.default_rng(0)
+        self.sketches = [np.column_stack([rng.normal(size=(k, 2)), (np.arange(k) % 7 == 6)]).astype(np.float32)
+                         for k in rng.integers(5, 30, size=n)]
+
+    def load(self) -> SketchSplits:
+        return SketchSplits({"train": self.sketches, "valid": self.sketches[:4], "test": self.sketches[:4]})
+
+
+def _module(prefetch: int, **kwargs) -> SketchDataModule:
+    return SketchDataModule(_MemorySource(), batch_size=6, max_seq_len=50, collate=_count_collate,
+                            augment=SketchRNNAugment(), seed=5, prefetch=prefetch, **kwargs).setup()
+
+
+def test_prefetched_stream_equals_the_synchronous_one_batch_and_state():
+    sync, ahead = _module(0), _module(2)
+    s_sync, s_ahead = sync.train_batches(), ahead.train_batches()
+    assert isinstance(s_ahead, PrefetchStream)
+    for _ in range(15):  # several epochs: the shuffle order is redrawn on the way
+        a, b = next(s_sync), next(s_ahead)
+        torch.testing.assert_close(a["first"], b["first"], rtol=0, atol=0)
+        # the checkpointed state is that of the next batch the trainer gets, not of the thread's
+        st_sync, st_ahead = sync.state_dict(), ahead.state_dict()
+        assert st_sync["pos"] == st_ahead["pos"] and st_sync["rng"] == st_ahead["rng"]
+        assert torch.equal(st_sync["order"], st_ahead["order"])
+    state = ahead.state_dict()
+    expected = [next(s_sync)["first"] for _ in range(4)]
+    # a fresh module resumed from the state, prefetching, and the same module after close, synchronously
+    resumed = _module(2)
+    resumed.load_state_dict(state)
+    got = resumed.train_batches()
+    s_ahead.close()
+    assert not s_ahead._thread.is_alive()
+    rest = ahead.train_batches(prefetch=0)
+    for want in expected:
+        torch.testing.assert_close(next(got)["first"], want, rtol=0, atol=0)
+        torch.testing.assert_close(next(rest)["first"], want, rtol=0, atol=0)
+    got.close()
+
+
+def test_prefetch_thread_errors_reach_the_trainer_and_reopening_closes_the_old_thread():
+    def broken(items):
+        raise RuntimeError("collate exploded")
+
+    dm = SketchDataModule(_MemorySource(), batch_size=6, max_seq_len=50, collate=broken, prefetch=1).setup()
+    stream = dm.train_batches()
+    with pytest.raises(RuntimeError, match="collate exploded"):
+        next(stream)
+    assert not stream._thread.is_alive()
+    good = _module(1)
+    first = good.train_batches()
+    next(first)
+    second = good.train_batches()  # one producer at a time: the first thread is stopped
+    assert not first._thread.is_alive() and second._thread.is_alive()
+    second.close()

@@ -213,6 +213,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         n_acc, t0 = 0, time.perf_counter()
+        data_wait = 0.0  # seconds the steps since the last log spent waiting for their batch
         last_val: dict[str, float] = {}
         validated_at = -1  # best.pt only ever holds weights that were validated at its step
         last_ckpt: Path | None = None
@@ -250,10 +251,12 @@ class Trainer:
                 step = start
                 while step < self.max_steps:
                     self._step = step
+                    wait0 = time.perf_counter()
                     batch = next(batches)
                     if step in skip_steps:  # the batch that made this step diverge before a rewind
                         skip_steps.discard(step)
                         batch = next(batches)
+                    data_wait += time.perf_counter() - wait0
                     batch = to_device(batch, self.device)
                     with self._autocast():
                         out = runner(batch, step)
@@ -272,11 +275,12 @@ class Trainer:
                         log_metrics({"train/rewinds": rewinds, "train/rewind_lr_scale": lr_scale}, step + 1,
                                     force=True)
                         skip_steps.add(step)
+                        _close(batches)  # a prefetching stream must stop before its state is replaced
                         self._restore(copy.deepcopy(good), model, optimizer, scheduler, data)
                         _scale_lr(optimizer, scheduler, lr_scale / good_scale)
                         batches = data.train_batches()
                         step, best_val = int(good["step"]), float(good["best_val"])
-                        sums, n_acc, t0 = {}, 0, time.perf_counter()
+                        sums, n_acc, t0, data_wait = {}, 0, time.perf_counter(), 0.0
                         bar.reset(total=self.max_steps)
                         bar.update(step)
                         continue
@@ -299,12 +303,14 @@ class Trainer:
                         metrics = {f"train/{k}": float(v) / n_acc for k, v in sums.items()}
                         metrics["train/lr"] = optimizer.param_groups[0]["lr"]
                         metrics["train/steps_per_s"] = n_acc / max(elapsed, 1e-9)
+                        # time a step waited for its batch (~0 when the prefetch thread keeps ahead)
+                        metrics["train/data_wait_ms"] = 1000 * data_wait / n_acc
                         bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
                         if not (self.progress and is_main):  # without a bar, the console and train.log get a line
                             log.info("step %d/%d: loss %.4f, lr %.3g, %.2f steps/s", done, self.max_steps,
                                      metrics["train/loss"], metrics["train/lr"], metrics["train/steps_per_s"])
                         log_metrics(metrics, done)
-                        sums, n_acc, t0 = {}, 0, time.perf_counter()
+                        sums, n_acc, t0, data_wait = {}, 0, time.perf_counter(), 0.0
 
                     if self.val_every and (done % self.val_every == 0 or done == self.max_steps):
                         check_finite(done)
@@ -341,6 +347,7 @@ class Trainer:
                         raise Preempted(stop.signum, done, last_ckpt)
                 check_finite(self.max_steps)
             finally:
+                _close(batches)  # stops a prefetch thread; the data state is that of the next batch
                 bar.close()
         return TrainResult(step=max(self.max_steps, start), best_val=best_val, last_val=last_val,
                            checkpoint=last_ckpt, rewinds=rewinds)
@@ -393,6 +400,13 @@ class _StopSignals:
             if int(flag) and self.signum is None:
                 self.signum = int(flag)
         return self.signum is not None
+
+
+def _close(batches: Any) -> None:
+    """Close a batch stream that can be closed (a prefetching stream's thread, a generator)."""
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
 
 
 def _finite(params: Iterable[torch.Tensor]) -> bool:
