@@ -48,7 +48,7 @@ PRESETS = {
     "magenta": {"batch_size": 100, "seq_len": 250, "enc_size": 256, "dec_size": 512, "rounds": 3},
 }
 #: sketchlab's execution modes: SketchRNN keyword arguments
-MODES: dict[str, dict[str, Any]] = {"eager": {"fast": False}, "fast": {"fast": True}}
+MODES: dict[str, dict[str, Any]] = {"eager": {"fast": False}, "fast": {"fast": True}, "auto": {"fast": "auto"}}
 PACKAGE = "sketch_rnn"
 
 
@@ -58,7 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="rfeinman/Sketch-RNN: a checkout, or a bare git directory to export it from")
     p.add_argument("--preset", choices=list(PRESETS), default="issue")
     p.add_argument("--cells", nargs="+", default=list(CELL_KINDS), choices=CELL_KINDS)
-    p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    p.add_argument("--modes", nargs="+", default=["eager", "auto"], choices=list(MODES),
+                   help="sketchlab modes: eager, fast (fast=True), auto (fast=auto, the default config)")
     p.add_argument("--rounds", type=int, default=None, help="timed steps per candidate (default: the preset's)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per candidate first (TorchScript optimises after 2)")
     p.add_argument("--batch-size", type=int, default=None)

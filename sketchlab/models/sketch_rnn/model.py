@@ -58,8 +58,10 @@ class SketchRNN(SketchModel):
         eval_kl_weight: the KL weight of the loss in eval mode: ``start`` (magenta's valid cost, whose
             kl_weight stays at ``kl_weight_start``; what picks best.pt) or ``annealed`` (the training weight).
         hyper_num_units, hyper_embedding_size: sizes of the HyperLSTM's small network (magenta: 256, 32).
-        fast: run the recurrences on the fast paths (native LSTM kernel where the maths is identical,
-            else a ``torch.compile``d step); False keeps the eager reference loop.
+        fast: False keeps the eager reference loop; True runs the recurrences on the fast paths (on a CPU
+            the fused Function with a hand-written backward for lstm/layer_norm, a ``torch.compile``d step
+            for hyper; on a GPU the native LSTM kernel where the maths is identical, else the compiled
+            step); "auto" takes the fast paths where they pay (see ``CellRunner.path``). Same maths.
         compile_mode: ``torch.compile`` mode of the fast path ("reduce-overhead" uses CUDA graphs).
     """
 
@@ -71,7 +73,7 @@ class SketchRNN(SketchModel):
                  kl_weight: float = 0.5, kl_weight_start: float = 0.01, kl_decay_rate: float = 0.99995,
                  kl_tolerance: float = 0.2, conditional: bool = True, max_seq_len: int = 250,
                  mask_pen_in_eval: bool = False, eval_kl_weight: str = "start", hyper_num_units: int = 256, hyper_embedding_size: int = 32,
-                 fast: bool = False, compile_mode: str = "default") -> None:
+                 fast: bool | str = False, compile_mode: str = "default") -> None:
         super().__init__()
         for name, kind in (("enc_model", enc_model), ("dec_model", dec_model)):
             if kind not in CELL_KINDS:

@@ -8,7 +8,14 @@ Three ways to run a cell, all computing the same function:
   ``nn.LSTM``'s layout on the fly (gate order ``i, f, g, o``, forget bias folded into the bias), so
   gradients flow back to the magenta-layout parameters;
 - ``compiled``: the same loop with the step compiled by ``torch.compile`` (``mode="reduce-overhead"``
-  adds CUDA graphs), for the other cells and for ``lstm`` under recurrent dropout.
+  adds CUDA graphs), for the other cells and for ``lstm`` under recurrent dropout;
+- ``fused``: the whole recurrence of the ``lstm`` / ``layer_norm`` cells as one autograd Function with
+  a hand-written backward (:mod:`sketchlab.models.sketch_rnn.fused`), the fastest path on a CPU.
+
+Which one runs is :meth:`CellRunner.path`: ``fast=False`` is always eager; ``fast=True`` takes the
+fast paths (fused on a CPU, native/compiled on a GPU); ``fast="auto"`` (the default config) takes them
+where they pay: on a CPU the fused path for ``lstm`` / ``layer_norm`` and the eager loop for ``hyper``
+(measured: the compiled step is no faster there once its warm-up is counted), on a GPU as ``True``.
 
 Sequences are time-major here: ``(T, B, features)``.
 """
@@ -24,9 +31,11 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from sketchlab.models.sketch_rnn.cells import LSTMCell, MagentaCell, State
+from sketchlab.models.sketch_rnn.fused import fused_run, supports_fused
 
 StepFn = Callable[[Tensor, State, "Tensor | None"], State]
 
+FAST_CHOICES = (False, True, "auto")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: The torch.compile modes that replay CUDA graphs.
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -128,6 +137,15 @@ class NativeLSTM:
         return torch.cat([h[0], h[1]], dim=-1)
 
 
+def check_fast(fast: bool | str) -> bool | str:
+    """``fast`` as False | True | "auto" (strings "true"/"false" from a command line are accepted)."""
+    if isinstance(fast, str) and fast.lower() in ("true", "false"):
+        fast = fast.lower() == "true"
+    if fast not in FAST_CHOICES or (fast == 1 and not isinstance(fast, bool)):
+        raise ValueError(f"fast must be false, true or auto, got {fast!r}")
+    return fast
+
+
 def check_compile_mode(mode: str) -> str:
     if mode not in COMPILE_MODES:
         raise ValueError(f"unknown compile_mode '{mode}': choose one of {', '.join(COMPILE_MODES)}")
@@ -154,16 +172,12 @@ def compile_step(cell: MagentaCell, mode: str = "default") -> StepFn:
 
 
 class CellRunner(nn.Module):
-    """A magenta cell and the way to run it: eager reference (``fast=False``) or the fast paths.
+    """A magenta cell and the way to run it (see :meth:`path`): eager reference or the fast paths."""
 
-    With ``fast`` the plain ``lstm`` cell uses the native kernel whenever recurrent dropout is inactive
-    (eval mode, or ``recurrent_dropout=0``); every other case loops over the compiled step.
-    """
-
-    def __init__(self, cell: MagentaCell, fast: bool = False, compile_mode: str = "default") -> None:
+    def __init__(self, cell: MagentaCell, fast: bool | str = False, compile_mode: str = "default") -> None:
         super().__init__()
         self.cell = cell
-        self.fast = fast
+        self.fast = check_fast(fast)
         self.compile_mode = check_compile_mode(compile_mode)
         # plain attributes, not submodules: they hold no parameters of their own
         self._compiled: StepFn | None = None
@@ -175,10 +189,33 @@ class CellRunner(nn.Module):
         state.update(_compiled=None, _native={})
         return state
 
+    def _device_type(self) -> str:
+        return next(self.cell.parameters()).device.type
+
+    def _compiles(self) -> bool:
+        """Whether the step is the compiled one: ``fast=True``, or ``auto`` off the CPU."""
+        return self.fast is True or (self.fast == "auto" and self._device_type() != "cpu")
+
+    def path(self) -> str:
+        """What a training/eval run takes right now: ``eager`` | ``fused`` | ``native`` | ``compiled``.
+
+        It depends on the device, train/eval mode (recurrent dropout) and autocast (the fused
+        Function is float32-only code; under autocast the loop runs instead).
+        """
+        if self.fast is False:
+            return "eager"
+        device = self._device_type()
+        if device == "cpu" and supports_fused(self.cell) and not torch.is_autocast_enabled(device):
+            return "fused"
+        if self.uses_native():
+            return "native"
+        return "compiled" if self._compiles() else "eager"
+
     def uses_native(self) -> bool:
         """Whether a plain run goes through the native LSTM kernel right now (depends on train/eval)."""
         cell = self.cell
-        return self.fast and isinstance(cell, LSTMCell) and not (cell.training and cell.recurrent_dropout > 0)
+        return (self._compiles() and isinstance(cell, LSTMCell)
+                and not (cell.training and cell.recurrent_dropout > 0))
 
     def native(self, *others: LSTMCell) -> NativeLSTM:
         """The native-kernel runner of this cell (plus ``others`` for a bidirectional one), cached."""
@@ -189,12 +226,12 @@ class CellRunner(nn.Module):
 
     @property
     def uses_cudagraphs(self) -> bool:
-        return self.fast and self.compile_mode in CUDAGRAPH_MODES
+        return self._compiles() and self.compile_mode in CUDAGRAPH_MODES
 
     @property
     def step(self) -> StepFn:
-        """The step function: the compiled one when ``fast``, else the cell's own."""
-        if not self.fast:
+        """The step function: the compiled one on the compiled path, else the cell's own."""
+        if not self._compiles():
             return self.cell.step
         if self._compiled is None:
             self._compiled = compile_step(self.cell, self.compile_mode)
@@ -208,8 +245,11 @@ class CellRunner(nn.Module):
 
     def run(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """Outputs (T, B, hidden) and final state over the whole of ``x`` (T, B, input)."""
-        if self.uses_native():
+        path = self.path()
+        if path == "native":
             return self.native().run(x, state)
+        if path == "fused":
+            return fused_run(self.cell, x, state)
         outputs, state = run_loop(self.cell, x, state, self.step)
         assert outputs is not None
         return outputs, state
@@ -222,11 +262,18 @@ def bidirectional_final_hidden(fw: CellRunner, bw: CellRunner, x: Tensor, length
     reversed within its length, so it ends on the first step. Both start from zeros. The loop runs
     over all T steps (states frozen past each length), keeping shapes fixed for compiled/graphed steps.
     """
-    if fw.uses_native() and bw.uses_native():
+    if fw.path() == "native" and bw.path() == "native":
         assert isinstance(bw.cell, LSTMCell)
         return fw.native(bw.cell).final_hidden(x, lengths)
     batch = x.shape[1]
-    _, state_fw = run_loop(fw.cell, x, fw.cell.zero_state(batch, x), fw.step, lengths, collect=False)
     x_rev = reverse_sequence(x, lengths)
-    _, state_bw = run_loop(bw.cell, x_rev, bw.cell.zero_state(batch, x), bw.step, lengths, collect=False)
+
+    def final(runner: CellRunner, inputs: Tensor) -> State:
+        start = runner.cell.zero_state(batch, inputs)
+        if runner.path() == "fused":
+            return fused_run(runner.cell, inputs, start, lengths)[1]
+        return run_loop(runner.cell, inputs, start, runner.step, lengths, collect=False)[1]
+
+    state_fw = final(fw, x)
+    state_bw = final(bw, x_rev)
     return torch.cat([fw.cell.output(state_fw), bw.cell.output(state_bw)], dim=-1)
