@@ -75,5 +75,6 @@ def test_fast_auto_keeps_eager_for_hyper_and_under_autocast_and_rejects_bad_valu
         assert lstm.path() == "eager"
     assert lstm.path() == "fused"
     assert CellRunner(make_cell("lstm", 5, 8), fast="false").path() == "eager"
+    assert CellRunner(make_cell("lstm", 5, 8), fast=True).train().path() == "native"  # True: the GPU paths
     with pytest.raises(ValueError, match="fast must be false, true or auto"):
         CellRunner(make_cell("lstm", 5, 8), fast="fastest")

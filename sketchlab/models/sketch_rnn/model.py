@@ -58,10 +58,10 @@ class SketchRNN(SketchModel):
         eval_kl_weight: the KL weight of the loss in eval mode: ``start`` (magenta's valid cost, whose
             kl_weight stays at ``kl_weight_start``; what picks best.pt) or ``annealed`` (the training weight).
         hyper_num_units, hyper_embedding_size: sizes of the HyperLSTM's small network (magenta: 256, 32).
-        fast: False keeps the eager reference loop; True runs the recurrences on the fast paths (on a CPU
-            the fused Function with a hand-written backward for lstm/layer_norm, a ``torch.compile``d step
-            for hyper; on a GPU the native LSTM kernel where the maths is identical, else the compiled
-            step); "auto" takes the fast paths where they pay (see ``CellRunner.path``). Same maths.
+        fast: False keeps the eager reference loop; True runs the recurrences on the native LSTM kernel
+            where the maths is identical, else a ``torch.compile``d step (made for a GPU); "auto" picks per
+            device: on a CPU the fused lstm/layer_norm recurrence (hand-written backward) and eager for
+            hyper, elsewhere as True (see ``CellRunner.path``). Same maths on every path.
         compile_mode: ``torch.compile`` mode of the fast path ("reduce-overhead" uses CUDA graphs).
     """
 

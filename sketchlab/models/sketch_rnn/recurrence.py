@@ -13,9 +13,9 @@ Three ways to run a cell, all computing the same function:
   a hand-written backward (:mod:`sketchlab.models.sketch_rnn.fused`), the fastest path on a CPU.
 
 Which one runs is :meth:`CellRunner.path`: ``fast=False`` is always eager; ``fast=True`` takes the
-fast paths (fused on a CPU, native/compiled on a GPU); ``fast="auto"`` (the default config) takes them
-where they pay: on a CPU the fused path for ``lstm`` / ``layer_norm`` and the eager loop for ``hyper``
-(measured: the compiled step is no faster there once its warm-up is counted), on a GPU as ``True``.
+native/compiled paths (made for a GPU: cuDNN, CUDA graphs) on any device; ``fast="auto"`` (the default
+config) picks per device: on a CPU the fused path for ``lstm`` / ``layer_norm`` and the eager loop for
+``hyper`` (the compiled step's gain there is small and its warm-up long), elsewhere as ``True``.
 
 Sequences are time-major here: ``(T, B, features)``.
 """
@@ -205,11 +205,9 @@ class CellRunner(nn.Module):
         if self.fast is False:
             return "eager"
         device = self._device_type()
-        if device == "cpu" and supports_fused(self.cell) and not torch.is_autocast_enabled(device):
-            return "fused"
-        if self.uses_native():
-            return "native"
-        return "compiled" if self._compiles() else "eager"
+        if self.fast == "auto" and device == "cpu":
+            return "fused" if supports_fused(self.cell) and not torch.is_autocast_enabled(device) else "eager"
+        return "native" if self.uses_native() else "compiled"
 
     def uses_native(self) -> bool:
         """Whether a plain run goes through the native LSTM kernel right now (depends on train/eval)."""
