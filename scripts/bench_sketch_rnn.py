@@ -7,6 +7,7 @@ batch 100, length 250, encoder 256, decoder 512, z 128, 20 components, recurrent
 
 Modes:
   eager            the reference Python loop (``fast=False``)
+  auto             ``fast="auto"`` (the default config): on a CPU the fused lstm/layer_norm recurrence, else as fast
   fast             ``fast=True``: native LSTM kernel (cuDNN) where the maths allows, else torch.compile'd steps
   fast-cudagraphs  ``fast=True, compile_mode="reduce-overhead"`` (CUDA graphs; CUDA only)
 
@@ -35,7 +36,7 @@ from sketchlab.engine.runtime import pick_device
 from sketchlab.models.sketch_rnn import SketchRNN
 from sketchlab.models.sketch_rnn.cells import CELL_KINDS
 
-MODES = {"eager": {"fast": False}, "fast": {"fast": True},
+MODES = {"eager": {"fast": False}, "auto": {"fast": "auto"}, "fast": {"fast": True},
          "fast-cudagraphs": {"fast": True, "compile_mode": "reduce-overhead"}}
 
 
@@ -44,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda | cuda:N")
     p.add_argument("--cells", nargs="+", default=list(CELL_KINDS), choices=CELL_KINDS, help="decoder cells")
     p.add_argument("--modes", nargs="+", default=None, choices=list(MODES),
-                   help="default: all modes on CUDA, eager and fast on CPU")
+                   help="default: all modes on CUDA, eager, auto and fast on CPU")
     p.add_argument("--steps", type=int, default=20, help="timed steps per (cell, mode)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     p.add_argument("--batch-size", type=int, default=100)
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    modes = args.modes or (list(MODES) if device.type == "cuda" else ["eager", "fast"])
+    modes = args.modes or (list(MODES) if device.type == "cuda" else ["eager", "auto", "fast"])
     if device.type != "cuda" and "fast-cudagraphs" in modes:
         raise SystemExit("fast-cudagraphs needs a CUDA device")
     batch = {k: v.to(device) for k, v in synthetic_batch(args.batch_size, args.seq_len,
