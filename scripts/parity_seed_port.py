@@ -17,7 +17,8 @@ The port is read from a checkout or from a bare git directory (the ``fetch`` mir
 temporary folder at run time; none of its code is part of sketchlab.
 
     python scripts/parity_seed_port.py --seed-repo /work/.mirror/rfeinman+Sketch-RNN/repo \\
-        --cells lstm layer_norm --seeds 0 1 --steps 2000 --out outputs/parity/parity.json
+        --cells lstm layer_norm --seeds 0 1 --steps 1000 --enc 64 --dec 128 --z 32 --batch 32 \\
+        --max-seq-len 100 --out outputs/parity/parity.json
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def train_port(data_path: Path, sizes: dict[str, Any], steps: int, seed: int,
     np.random.seed(seed)
     hps = hparams.hparams(data_set=data_path.name, enc_model="lstm", **sizes)
     train_strokes, _, _ = dataset.load_strokes(str(data_path.parent), hps)
+    hps.max_seq_len = sizes["max_seq_len"]  # load_strokes sets the longest sketch; a shorter cap filters as magenta
     train = dataset.SketchRNNDataset(train_strokes, max_len=hps.max_seq_len,
                                           random_scale_factor=hps.random_scale_factor,
                                           augment_stroke_prob=hps.augment_stroke_prob)
@@ -146,7 +148,8 @@ def train_sketchlab(cell: str, sizes: dict[str, Any], steps: int, seed: int, run
     args = [sys.executable, "-m", "sketchlab.cli.train", "experiment=sheep", f"model.net.dec_model={cell}",
             f"model.net.enc_rnn_size={sizes['enc_rnn_size']}", f"model.net.dec_rnn_size={sizes['dec_rnn_size']}",
             f"model.net.z_size={sizes['z_size']}", f"model.net.num_mixture={sizes['num_mixture']}",
-            f"data.batch_size={sizes['batch_size']}", f"trainer.max_steps={steps}", f"trainer.val_every={steps}",
+            f"data.batch_size={sizes['batch_size']}", f"data.max_seq_len={sizes['max_seq_len']}",
+            f"trainer.max_steps={steps}", f"trainer.val_every={steps}",
             f"trainer.ckpt_every={steps}", "trainer.progress=false", "test_at_end=false", "logger=none",
             "visualize.enabled=false", f"seed={seed}", f"hydra.run.dir={run_dir}"]
     env = dict(os.environ, SKETCHLAB_DATA=str(data_root))
@@ -214,6 +217,8 @@ def main() -> None:
     parser.add_argument("--z", type=int, default=128)
     parser.add_argument("--mixtures", type=int, default=20)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--max-seq-len", type=int, default=250,
+                        help="Nmax: sketches longer are left out (both sides), the rest padded to it (sheep's longest: 250)")
     parser.add_argument("--port-objective", choices=["port", "magenta"], default="magenta",
                         help="the port's own loss normalisation, or magenta's (offsets over B x Nmax)")
     parser.add_argument("--port-ln-eps", type=float, default=1e-3,
@@ -228,7 +233,7 @@ def main() -> None:
     if not data_path.is_file():
         parser.error(f"{data_path} not found: pass --data-root (the folder holding sketch-rnn-datasets/)")
     sizes = {"enc_rnn_size": args.enc, "dec_rnn_size": args.dec, "z_size": args.z, "num_mixture": args.mixtures,
-             "batch_size": args.batch}
+             "batch_size": args.batch, "max_seq_len": args.max_seq_len}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
