@@ -142,6 +142,12 @@ def test_viewbox_and_use_references():
     _close(strokes[2], [[0, 14], [20, 14]])
 
 
+def test_symbols_are_drawn_only_where_they_are_used():
+    strokes = strokes_of('<symbol id="s"><path d="M 3 3 L 4 4"/></symbol><use href="#s" x="10"/>')
+    assert len(strokes) == 1
+    _close(strokes[0], [[13, 3], [14, 4]])
+
+
 def test_tolerance_with_a_size_is_in_output_units():
     body = '<path d="M0 0 C 0 10 10 10 10 0"/>'
     fine = strokes_of(body, tolerance=0.5, size=1000)  # the 10-unit drawing will be 1000 units wide
@@ -386,12 +392,17 @@ def test_cli_converts_and_writes_a_data_config_and_a_preview(drawings, tmp_path,
     assert (work / "mine.png").read_bytes().startswith(b"\x89PNG")
     config = (work / "conf" / "data" / "mine.yaml").read_text()
     assert f'path: "{work / "mine.npz"}"' in config and "batch_size: 12" in config
+    assert "(train on it: sketchlab-train data=mine)" in proc.stdout
     # a user error is one line and exit status 2
     monkeypatch.chdir(work)
     with pytest.raises(SystemExit) as info:
         main([str(drawings), "--out", "mine.npz"])
     assert info.value.code == 2
     assert capsys.readouterr().err == "error: mine.npz already exists; pass --overwrite to replace it\n"
+    with pytest.raises(SystemExit):  # refused before converting: Hydra would not find it as data=other
+        main([str(drawings), "--out", "other.npz", "--data-config", "other.yaml"])
+    assert "in a data/ folder of a config directory" in capsys.readouterr().err
+    assert not (work / "other.npz").exists()
 
 
 @pytest.mark.slow

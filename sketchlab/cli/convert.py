@@ -94,15 +94,23 @@ def data_config_text(report: ConvertReport, name: str) -> str:
     ])
 
 
-def _write_data_config(report: ConvertReport, target: str, overwrite: bool) -> Path:
+def _check_data_config(target: str, overwrite: bool) -> Path:
+    """The path of the data config to write, checked before the conversion runs."""
     path = Path(target).expanduser()
-    if path.suffix not in (".yaml", ".yml"):
-        raise UserError(f"--data-config must name a .yaml file (e.g. conf/data/my_drawings.yaml), got {target}")
+    if path.suffix != ".yaml" or path.parent.name != "data":
+        raise UserError(f"--data-config must name a .yaml file in a data/ folder of a config directory "
+                        f"(e.g. conf/data/my_drawings.yaml), got {target}")
     if path.exists() and not overwrite:
         raise UserError(f"{path} already exists; pass --overwrite to replace it")
-    with atomic_open(path, "w") as fh:
-        fh.write(data_config_text(report, path.stem))
     return path
+
+
+def _train_hint(path: Path) -> str:
+    """How to train on the config at ``path``: plain ``data=`` from here when it is in ./conf, else --config-dir."""
+    root = path.parent.parent.resolve()
+    if root == (Path.cwd() / "conf").resolve():
+        return f"sketchlab-train data={path.stem}"
+    return f"sketchlab-train --config-dir {root} data={path.stem}"
 
 
 def _preview(report: ConvertReport, target: str) -> Path:
@@ -123,8 +131,7 @@ def _preview(report: ConvertReport, target: str) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the converter; user errors print one ``error:`` line and exit with status 2."""
     args = build_parser().parse_args(argv)
-    if args.data_config and Path(args.data_config).expanduser().exists() and not args.overwrite:
-        raise UserError(f"{args.data_config} already exists; pass --overwrite to replace it")
+    config = _check_data_config(args.data_config, args.overwrite) if args.data_config else None
     try:
         report = convert(args.inputs, args.out, size=args.size, epsilon=args.epsilon, tolerance=args.tolerance,
                          valid=args.valid, test=args.test, seed=args.seed, round_coords=args.round_coords,
@@ -132,10 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileExistsError as exc:
         raise UserError(str(exc).replace("overwrite=True (--overwrite)", "--overwrite")) from None
     print(report.describe())
-    if args.data_config:
-        path = _write_data_config(report, args.data_config, args.overwrite)
-        print(f"data config: {path} (train on it with `sketchlab-train data={path.stem}` from the folder "
-              f"that holds {path.parent.parent if path.parent.name == 'data' else path.parent})")
+    if config is not None:
+        with atomic_open(config, "w") as fh:
+            fh.write(data_config_text(report, config.stem))
+        print(f"data config: {config} (train on it: {_train_hint(config)})")
     if args.preview:
         print(f"preview: {_preview(report, args.preview)}")
     return 0

@@ -12,6 +12,8 @@ that vpype and MeerK40t build on. Two things are done here around it:
   a transform ``bogus(3)``); this module checks path data and transforms first, so such a file is skipped
   with a reason instead of being converted into a different drawing.
 
+Known gap: svgelements places a ``<use>`` d ``<symbol>`` without its own ``viewBox`` scaling.
+
 Each subpath becomes one stroke, in document order; a closed subpath (``Z``) ends at its first point.
 Coordinates stay in SVG user units with y pointing down, sketchlab's convention.
 """
@@ -23,7 +25,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import Element, ParseError, tostring
 
 import numpy as np
 import svgelements as se
@@ -129,6 +131,21 @@ def check_svg(data: bytes) -> Element:
     return root
 
 
+def _symbols_into_defs(root: Element) -> bool:
+    """Move ``<symbol>`` s that lie outside ``<defs>`` into one: svgelements would draw them in place as well as
+    where ``<use>`` puts them, while SVG draws a symbol only where it is used. Returns whether any moved."""
+    parents = {child: parent for parent in root.iter() for child in parent}
+    loose = [el for el in root.iter() if _local(el.tag) == "symbol" and _local(parents[el].tag) != "defs"]
+    if not loose:
+        return False
+    defs = Element(f"{SVG_NS}defs")
+    for el in loose:
+        parents[el].remove(el)
+        defs.append(el)
+    root.insert(0, defs)
+    return True
+
+
 def _flatten(control: np.ndarray, tolerance: float) -> np.ndarray:
     """Points along a Bézier curve of any degree (its (k+1, 2) control points), the start point excluded.
 
@@ -211,6 +228,8 @@ def parse_svg(data: bytes, tolerance: float = 0.5, size: float | None = None) ->
     if not tolerance > 0 or not np.isfinite(tolerance):
         raise ValueError(f"tolerance must be a finite number > 0, got {tolerance}")
     root = check_svg(data)
+    if _symbols_into_defs(root):
+        data = tostring(root)
     try:
         document = se.SVG.parse(io.BytesIO(data), reify=True, on_error="raise")
         shapes = [abs(se.Path(el)) for el in document.elements() if isinstance(el, se.Shape)]
