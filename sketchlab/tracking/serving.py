@@ -4,12 +4,12 @@ The saved model holds data, not pickled objects: each model's weights (a ``state
 ``torch.save`` and read back with ``weights_only=True``) and one JSON config listing, per model, its
 class name, its ``model.net`` config (built again through :func:`sketchlab.registry.build`, whose
 allow-list applies) and its data scale. The Python side is MLflow's "models from code": MLflow copies
-:mod:`sketchlab.tracking.pyfunc_entry` (two lines that name :class:`SketchSampler`) instead of
+`sketchlab/tracking/_pyfunc_entry.py` (two lines that name :class:`SketchSampler`) instead of
 cloudpickling a ``PythonModel`` instance, so loading the model runs sketchlab's installed code, never
 code stored in the file. Serving therefore needs sketchlab installed where the model is served
 (``mlflow models serve -m <model> --env-manager local`` in sketchlab's environment).
 
-``predict`` takes a DataFrame (or a dict / list of dicts), one request per row, with the optional
+``predict`` takes a DataFrame (or a list of dicts; a dict without lists), one request per row, with the optional
 columns ``n`` (sketches, default 1), ``temperature`` (default 0.4), ``seed`` (fixes the draw),
 ``class`` (which of the bundled models; default the first) and ``z`` (a latent code of the model's
 z_size; default z ~ N(0, I) where the model has a prior). It returns one row per sketch:
@@ -30,11 +30,12 @@ from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 #: The file MLflow copies as the model's code ("models from code").
-ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")
+ENTRY_FILE = Path(__file__).with_name("_pyfunc_entry.py")
 CONFIG_ARTIFACT = "sketchlab_config"
 BUNDLE_FORMAT = 1
 DEFAULTS = {"n": 1, "temperature": 0.4}
@@ -53,15 +54,16 @@ class ServedModel:
 
 def _signature() -> Any:
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, DataType, Schema
+    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
-    # n and seed are integers, declared double: a column with gaps is float64 in pandas, and MLflow
-    # refuses to cast it to long; _integer() checks them
-    inputs = Schema([ColSpec(DataType.double, "n", required=False),
-                     ColSpec(DataType.double, "temperature", required=False),
-                     ColSpec(DataType.double, "seed", required=False),
+    # AnyType but for the class: MLflow refuses to cast an integer column to double (temperature=1), a
+    # column with gaps (float64 with NaN) to long (n or seed missing in some rows) and a gap in an array
+    # column (z given in some rows only); _draw checks the values itself
+    inputs = Schema([ColSpec(AnyType(), "n", required=False),
+                     ColSpec(AnyType(), "temperature", required=False),
+                     ColSpec(AnyType(), "seed", required=False),
                      ColSpec(DataType.string, "class", required=False),
-                     ColSpec(Array(DataType.double), "z", required=False)])
+                     ColSpec(AnyType(), "z", required=False)])
     return ModelSignature(inputs=inputs)
 
 
@@ -178,7 +180,10 @@ class SketchSampler(mlflow.pyfunc.PythonModel):
         generator = torch.Generator().manual_seed(_integer(row["seed"], "seed")) if "seed" in row else None
         z = None
         if "z" in row:
-            z = torch.as_tensor(np.asarray(row["z"], dtype=np.float32)).reshape(1, -1)
+            try:
+                z = torch.as_tensor(np.asarray(row["z"], dtype=np.float32)).reshape(1, -1)
+            except (TypeError, ValueError):
+                raise ValueError(f"z must be a list of numbers, got {row['z']!r}") from None
             if not model.conditional or z.shape[1] != model.z_size:
                 raise ValueError(f"class '{name}' takes z of size {model.z_size}, got {z.shape[1]}"
                                  if model.conditional else f"class '{name}' is unconditional: it takes no z")
@@ -198,10 +203,9 @@ class SketchSampler(mlflow.pyfunc.PythonModel):
             out.append(s)
         return name, out
 
-    # model_input is left unannotated: MLflow reads a predict type hint as an input schema of its own
-    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> Any:  # noqa: ANN001
-        import pandas as pd
-
+        # a DataFrame hint is one MLflow infers no schema from (the signature above is the schema)
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+                ) -> pd.DataFrame:
         records = []
         for i, row in enumerate(_rows(model_input)):
             name, sketches = self._draw(row)
