@@ -113,6 +113,7 @@ def test_fine_tune_from_json_and_log_the_model(tmp_path, data_root):
     source = SketchRNN(dec_rnn_size=16, num_mixture=20, conditional=False, max_seq_len=50)
     js_path = write_js_model(export_js(source, name="toy", scale_factor=1.0), tmp_path / "toy.gen.json")
     train(tmp_path, *TINY_RNN, *SHORT, f"resume={js_path}", "logger.log_model=true", "logger.experiment_name=ft",
+          "logger.connect_timeout=120",  # a busy machine can take longer than 10 s to create the sqlite store
           data=data_root)
 
     (run_dir,) = run_dirs(tmp_path)
