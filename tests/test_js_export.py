@@ -20,6 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from helpers import REPO, train_env
 from sketchlab.cli.export import run_export
 from sketchlab.cli.sample import run_sampling
 from sketchlab.config import config_dir
@@ -252,10 +253,9 @@ def test_export_cli_refuses_what_the_format_cannot_hold(tmp_path):
         run_export(_cfg("export", [f"checkpoint={ckpt}", "format=onnx", f"out={tmp_path / 'x.json'}"]))
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch, Hydra and MLflow: long on a busy machine
 def test_export_script_reports_user_errors_in_one_line(tmp_path):
     ckpt, _ = _checkpoint(tmp_path, num_mixture=3)
-    from helpers import REPO, train_env
-
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "export.py"), f"checkpoint={ckpt}",
                            f"out={tmp_path / 'x.json'}"],
                           cwd=tmp_path, env=train_env(tmp_path), capture_output=True, text=True, timeout=300)

@@ -80,9 +80,7 @@ def _log_served_model(logger: Any, model: Any, cfg: DictConfig, resolved: dict, 
     best = ckpt_dir / "best.pt"
     if best.is_file():
         model.load_state_dict(load_checkpoint(best, map_location="cpu")["model"])
-    net = dict(resolved["model"]["net"])
-    if "fast" in net:  # serving draws one sketch at a time: the eager path, no compile warm-up
-        net["fast"] = False
+    net = resolved["model"]["net"]
     folder = out_dir / "mlflow_model"
     if folder.exists():  # a resumed run that logged one before: the new weights replace it
         shutil.rmtree(folder)

@@ -83,7 +83,10 @@ def write_artifacts(models: Sequence[ServedModel], folder: str | Path) -> dict[s
         path = folder / f"{key}.pt"
         torch.save({k: v.detach().cpu() for k, v in served.model.state_dict().items()}, path)
         artifacts[key] = str(path)
-        entries.append({"name": served.name, "net": served.net, "scale": float(served.scale), "weights": key})
+        net = dict(served.net)
+        if "fast" in net:  # serving draws a few sketches at a time: the eager path, no compile warm-up
+            net["fast"] = False
+        entries.append({"name": served.name, "net": net, "scale": float(served.scale), "weights": key})
     config = folder / "sketchlab_config.json"
     config.write_text(json.dumps({"format": BUNDLE_FORMAT, "models": entries}, indent=2))
     artifacts[CONFIG_ARTIFACT] = str(config)
