@@ -68,13 +68,38 @@ def _next_steps(logger: Any, ckpt_dir: Path, experiment: str | None) -> None:
     log.info("  train more: sketchlab-train resume=%s trainer.max_steps=<more steps>", run_dir)
 
 
+def _log_served_model(logger: Any, model: Any, cfg: DictConfig, resolved: dict, scale: float, ckpt_dir: Path,
+                      out_dir: Path) -> None:
+    """``logger.log_model=true``: save an MLflow pyfunc model of the best-validated weights (else the last)
+    in ``<run dir>/mlflow_model`` and log it as the run's ``model`` artifact."""
+    import shutil
+
+    from sketchlab.engine.checkpoint import load_checkpoint
+    from sketchlab.tracking.serving import ServedModel, save_pyfunc
+
+    best = ckpt_dir / "best.pt"
+    if best.is_file():
+        model.load_state_dict(load_checkpoint(best, map_location="cpu")["model"])
+    net = resolved["model"]["net"]
+    folder = out_dir / "mlflow_model"
+    if folder.exists():  # a resumed run that logged one before: the new weights replace it
+        shutil.rmtree(folder)
+    save_pyfunc([ServedModel(str(cfg.data.name), net, model, scale)], folder)
+    logger.log_artifact(folder, "model")
+    logger.set_tags({"sketchlab.model_uri": f"runs:/{logger.run_id}/model",
+                     "sketchlab.model_weights": "best.pt" if best.is_file() else "last step"})
+    log.info("MLflow model: runs:/%s/model (serve: mlflow models serve -m runs:/%s/model --env-manager local)",
+             logger.run_id, logger.run_id)
+
+
 def train(cfg: DictConfig) -> float:
     """Train one model as configured; returns the best validation loss (what sweepers minimise).
 
     With ``resume=`` the config stored in the checkpoint is used (see :mod:`sketchlab.cli.resume`) and
     the run's MLflow run goes on: one training is one MLflow run, however often it is stopped.
     """
-    from sketchlab.cli.resume import plan_resume
+    from sketchlab.cli.resume import plan_js_init, plan_resume
+    from sketchlab.factory import is_js_model
     from sketchlab.engine.checkpoint import load_checkpoint
     from sketchlab.engine.runtime import DistInfo, seed_everything
     from sketchlab.engine.trainer import Preempted
@@ -86,7 +111,8 @@ def train(cfg: DictConfig) -> float:
 
     out_dir, sweep_dir = _job_info()
     dist = DistInfo.from_env()
-    plan = plan_resume(cfg, _base_config(), out_dir) if cfg.get("resume") else None
+    js_init = plan_js_init(cfg) if cfg.get("resume") and is_js_model(str(cfg.resume)) else None
+    plan = plan_resume(cfg, _base_config(), out_dir) if cfg.get("resume") and js_init is None else None
     if plan is not None:
         cfg = plan.cfg
     ckpt_dir = plan.ckpt_dir if plan is not None else out_dir / "checkpoints"
@@ -95,6 +121,8 @@ def train(cfg: DictConfig) -> float:
     seed_everything(int(cfg.seed))
     data = build_data(cfg, dist.rank, dist.world_size).setup()
     model = build(cfg.model.net)
+    if js_init is not None:  # fine-tuning a sketch-rnn-js model: its weights replace the fresh ones
+        model.load_state_dict(js_init.state)
     optimizer = _configured("optim", lambda: build(cfg.optim)(model.parameters()))
     scheduler = _configured("sched", lambda: build(cfg.sched)(optimizer)) if cfg.get("sched") else None
     trainer = build(cfg.trainer)
@@ -106,6 +134,9 @@ def train(cfg: DictConfig) -> float:
     tags.update({"sketchlab.overrides": " ".join(job_overrides)[:5000], "sketchlab.model": str(cfg.model.name), "sketchlab.data": str(cfg.data.name),
                  "sketchlab.output_dir": str(out_dir.resolve()), "sketchlab.checkpoint_dir": str(ckpt_dir.resolve()),
                  **{str(k): str(v) for k, v in cfg.get("tags", {}).items()}})
+    if js_init is not None:
+        tags["sketchlab.initialised_from"] = str(js_init.path.resolve())
+        tags.update({f"sketchlab.js_model.{k}": f"{old!r} -> {new!r}" for k, (old, new) in js_init.changed.items()})
     if plan is not None:
         tags[f"sketchlab.resumed_at.{int(plan.state['step'])}"] = str(plan.checkpoint.resolve())
         tags.update({f"sketchlab.resume_override.{k}": f"{old!r} -> {new!r}" for k, (old, new) in plan.changed.items()})
@@ -144,6 +175,8 @@ def train(cfg: DictConfig) -> float:
             scores = trainer.validate(model, data, split="test")
             logger.log_metrics({f"test/{k}": v for k, v in scores.items()}, result.step)
             logger.set_tags({"sketchlab.test_weights": "best.pt" if best.is_file() else "last step"})
+        if getattr(logger, "log_model", False):
+            _log_served_model(logger, model, cfg, resolved, data.scale, ckpt_dir, out_dir)
         status = "FINISHED"
         log.info("done: step %d, best val loss %.4f, outputs in %s", result.step, result.best_val, out_dir)
         _next_steps(logger, ckpt_dir, (cfg.get("logger") or {}).get("experiment_name"))
