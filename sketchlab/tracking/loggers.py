@@ -231,9 +231,10 @@ def open_store(uri: str, fn: Callable[[Any], Any] | None = None, timeout: float 
     """``(client, fn(client))`` on store ``uri``, within ``timeout`` s, else :class:`TrackingUnavailable`.
 
     For the start of a training or a sweep: an unreachable store fails here, quickly and clearly,
-    instead of hanging in MLflow's long HTTP retries. The wait for a sibling process creating a
-    fresh sqlite store is not part of the timeout. Errors that show the store answered (a missing
-    run, a deleted experiment: ``ValueError``) are raised as they are.
+    instead of hanging in MLflow's long HTTP retries. Creating a new local sqlite store is not timed:
+    it cannot be unreachable, only slow (its schema migrations took over 10 s on a loaded 2-core
+    machine). Nor is the wait for a sibling process creating it. Errors that show the store answered
+    (a missing run, a deleted experiment: ``ValueError``) are raised as they are.
     """
     def start() -> tuple[Any, Any]:
         client = _new_client(uri)
@@ -241,7 +242,8 @@ def open_store(uri: str, fn: Callable[[Any], Any] | None = None, timeout: float 
 
     try:
         with _store_creation_lock(uri), _short_http_timeouts(uri, timeout):
-            return _call_with_timeout(start, timeout)
+            db = _sqlite_path(uri)
+            return start() if db is not None and not db.exists() else _call_with_timeout(start, timeout)
     except ValueError:
         raise
     except Exception as exc:  # noqa: BLE001 - every other start-up failure gets the same clear message
