@@ -78,10 +78,13 @@ def load_sketches(source: str, count: int, rng: np.random.Generator) -> tuple[li
     """``count`` stroke-3 sketches: VectorMNIST's training split, or random walks of 1-3 strokes."""
     path = VMNIST if source == "auto" else Path(source)
     if source != "synthetic" and path.is_file():
+        # read the file once and index the in-memory arrays: a lazy npz (np.load) would re-read and
+        # unpickle the whole object array on every data["points"] access
         data = load_npz(path)
-        train = np.nonzero(data["split"] == 0)[0]
+        points, split = data["points"], data["split"]
+        train = np.nonzero(split == 0)[0]
         picks = rng.choice(train, size=count, replace=count > len(train))
-        return [points_to_stroke3(data["points"][i][:, [0, 1, 3]]) for i in picks], f"vmnist ({path})"
+        return [points_to_stroke3(points[i][:, [0, 1, 3]]) for i in picks], f"vmnist ({path})"
     if source not in ("auto", "synthetic"):
         raise SystemExit(f"no data file at {path}")
     sketches = []
