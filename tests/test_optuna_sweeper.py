@@ -140,6 +140,9 @@ def _parents(tmp_path):
 
 @pytest.mark.slow
 def test_search_logs_trials_prunes_and_continues(tmp_path, data_root):
+    # the store exists before the sweep's start-up check, whose timeout a busy machine's store creation can exceed
+    (tmp_path / "outputs").mkdir()
+    client(tmp_path).search_experiments()
     # 1. two trials, no pruning: complete children, the best on the parent
     train(tmp_path, "-m", *SEARCH, *SPACE, "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner.name=none",
           data=data_root)

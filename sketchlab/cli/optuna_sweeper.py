@@ -29,10 +29,10 @@ fluent API (one global active run, where our parent and child runs are made with
 How Hydra finds it: Hydra only builds sweepers whose class is named ``hydra_plugins.*`` and that its plugin
 registry knows. :func:`register_plugin` (called by ``sketchlab-train`` before Hydra starts) names this class
 ``hydra_plugins.sketchlab_optuna_sweeper.OptunaSweeper`` and registers it. Shipping a ``hydra_plugins``
-package portion instead (a setup.cfg ``package_dir`` mapping) would only work for a wheel: Hydra discovers
-plugins with ``pkgutil.walk_packages``, which does not list a portion mapped by a setuptools editable install
-(checked with setuptools 84), nor one in a checkout run through ``PYTHONPATH``; registering at run time works
-for the three alike, and the code stays in ``sketchlab/``.
+package portion instead (a setup.cfg ``package_dir`` mapping of a folder inside ``sketchlab/``) would only work
+for a wheel: Hydra discovers plugins with ``pkgutil.walk_packages``, which does not list a portion mapped by a
+setuptools editable install (checked with setuptools 84: importable, not listed), and a checkout run through
+``PYTHONPATH`` has no ``hydra_plugins`` folder at all. Registering at run time works for the three alike.
 """
 
 from __future__ import annotations
@@ -408,6 +408,10 @@ class OptunaSweeper(Sweeper):
 
 
 # -- exposing it to Hydra --------------------------------------------------------------------------
+# the class is found (pickled, imported) under the name Hydra knows it by in any process that imported this module
+sys.modules.setdefault(PLUGIN_MODULE, sys.modules[__name__])
+
+
 def register_plugin() -> None:
     """Make Hydra know :class:`OptunaSweeper` as ``hydra_plugins.sketchlab_optuna_sweeper.OptunaSweeper``.
 
@@ -417,8 +421,6 @@ def register_plugin() -> None:
     """
     from hydra.core.plugins import Plugins
 
-    # pickling finds the class (and the module docs) under the name Hydra knows it by
-    sys.modules.setdefault(PLUGIN_MODULE, sys.modules[__name__])
     original = Plugins._initialize
     if not getattr(original, "sketchlab_optuna", False):
         @functools.wraps(original)
