@@ -69,9 +69,12 @@ class ODEDecoder(nn.Module):
         self.dynamics = ODEDynamics(order, n_hidden, z_size, arch, omega, learn_omega, activation, time_dependent)
         self.readout = nn.Linear(n_hidden, n_outputs)
 
-    def states(self, z: Tensor, times: Tensor, solver: SolverConfig, plan: TimePlan | None = None) -> Tensor:
-        """The ODE state at each time, (N, B, order · hidden + z)."""
-        y0 = torch.cat([self.initial(z).to(z.dtype), z], dim=-1)
+    def states(self, z: Tensor, times: Tensor, solver: SolverConfig, plan: TimePlan | None = None,
+               init: Tensor | None = None) -> Tensor:
+        """The ODE state at each time, (N, B, order · hidden + z), from ``init`` (B, order · hidden)
+        (default: the linear map of ``z``)."""
+        init = self.initial(z) if init is None else init
+        y0 = torch.cat([init.to(z.dtype), z], dim=-1)
         if solver.fast:
             if plan is None:
                 raise ValueError("the fast backend needs a TimePlan")
