@@ -116,7 +116,8 @@ class StrokewiseSketchODE(SketchModel):
             raise ValueError(f"batch['strokes'] must be (B, S, G, 2), got {tuple(strokes.shape)}")
         if times.ndim != 1 or len(times) != strokes.shape[2]:
             raise ValueError(f"batch['times'] must be ({strokes.shape[2]},), got {tuple(times.shape)}")
-        if n_strokes.shape != strokes.shape[:1] or bool((n_strokes < 1).any()) or int(n_strokes.max()) > strokes.shape[1]:
+        if (n_strokes.shape != strokes.shape[:1] or bool((n_strokes < 1).any())
+                or int(n_strokes.max()) > strokes.shape[1]):
             raise ValueError(f"batch['n_strokes'] must hold (B,) counts in [1, {strokes.shape[1]}], got {n_strokes}")
         return strokes, n_strokes, times
 
@@ -209,7 +210,8 @@ class StrokewiseSketchODE(SketchModel):
             rows = torch.nonzero(n_strokes > i).squeeze(1)
             points, finish, handed = self._stroke(z[rows], times, init, plan)
             target = strokes[rows, i]
-            recon_sum = recon_sum + F.smooth_l1_loss(points.float(), target.float(), reduction="none").sum(-1).mean(-1).sum()
+            error = F.smooth_l1_loss(points.float(), target.float(), reduction="none")
+            recon_sum = recon_sum + error.sum(-1).mean(-1).sum()
             last = (n_strokes[rows] == i + 1).long()
             finish_sum = finish_sum + F.cross_entropy(finish.float(), last, reduction="sum")
             # the next stroke exists only for the sketches that do not end here; `rows` at i + 1 is that subset
