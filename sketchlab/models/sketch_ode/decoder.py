@@ -103,9 +103,11 @@ class ODEDecoder(nn.Module):
         self.readout = nn.Linear(n_hidden, n_outputs)
 
     def states(self, z: Tensor, times: Tensor, solver: SolverConfig, plan: TimePlan | None = None,
-               logp: bool = False) -> Tensor:
-        """The ODE state at each time, (N, B, order · hidden + z), with a last log-density column if ``logp``."""
-        parts = [self.initial(z).to(z.dtype), z]
+               logp: bool = False, init: Tensor | None = None) -> Tensor:
+        """The ODE state at each time, (N, B, order · hidden + z), from ``init`` (B, order · hidden)
+        (default: the linear map of ``z``), with a last log-density column if ``logp``."""
+        init = self.initial(z) if init is None else init
+        parts = [init.to(z.dtype), z]
         if logp:
             parts.append(z.new_zeros(*z.shape[:-1], 1))
         y0 = torch.cat(parts, dim=-1)
