@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import socket
 import subprocess
 import sys
@@ -149,8 +150,11 @@ def test_mlflow_models_serve_draws_over_http(bundle, tmp_path):
     """``mlflow models serve --env-manager local`` (offline; its start takes a minute on a busy 2-core box)."""
     port = _free_port()
     log = open(tmp_path / "serve.log", "w")
+    # mlflow starts `uvicorn` by name: the venv's bin must be on PATH even when the venv is not activated (make test)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(bundle[0]), "--env-manager",
-                             "local", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                             "local", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=env)
     try:
         deadline = time.monotonic() + 240
         while True:
@@ -168,6 +172,7 @@ def test_mlflow_models_serve_draws_over_http(bundle, tmp_path):
         assert [p["class"] for p in answer["predictions"]] == ["vae", "vae"]
         assert all(len(p["strokes"][0]) == 3 for p in answer["predictions"])
     finally:
-        os.killpg(proc.pid, 15)  # the server and its uvicorn worker, which this test started
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)  # the server and its uvicorn worker, which this test started
         proc.wait(timeout=30)
         log.close()
