@@ -21,6 +21,8 @@ ratio measured on VectorMNIST).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from sketchlab.data.curves import sketch_radius
@@ -65,6 +67,18 @@ def fractal_noise_1d(x: np.ndarray, gradients: np.ndarray, octaves: int = 1, per
     return total / norm
 
 
+def _jitter(stroke3: np.ndarray, strength: float,
+            displacements: Callable[[list[np.ndarray]], list[np.ndarray]]) -> np.ndarray:
+    """``stroke3`` with each stroke's points moved by ``displacements(strokes)`` (unchanged at strength 0)."""
+    stroke3 = np.asarray(stroke3, dtype=np.float32)
+    if stroke3.ndim != 2 or stroke3.shape[1] != 3:
+        raise ValueError(f"expected a stroke-3 array of shape (N, 3), got {stroke3.shape}")
+    if strength == 0 or len(stroke3) == 0:
+        return stroke3.copy()
+    lines = to_polylines(stroke3)
+    return from_polylines([line + shift for line, shift in zip(lines, displacements(lines))])
+
+
 class PerlinAugment:
     """Augment callable: displace every stroke by smooth, zero-mean Perlin noise.
 
@@ -104,14 +118,7 @@ class PerlinAugment:
         return out
 
     def __call__(self, stroke3: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        stroke3 = np.asarray(stroke3, dtype=np.float32)
-        if stroke3.ndim != 2 or stroke3.shape[1] != 3:
-            raise ValueError(f"expected a stroke-3 array of shape (N, 3), got {stroke3.shape}")
-        if self.strength == 0 or len(stroke3) == 0:
-            return stroke3.copy()
-        lines = to_polylines(stroke3)
-        moved = [line + shift for line, shift in zip(lines, self.displacements(lines, rng))]
-        return from_polylines(moved)
+        return _jitter(stroke3, self.strength, lambda lines: self.displacements(lines, rng))
 
 
 # -- the original's 2-D Perlin jitter -----------------------------------------------------------------
@@ -235,12 +242,5 @@ class PerlinOriginalAugment:
         return out
 
     def __call__(self, stroke3: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        stroke3 = np.asarray(stroke3, dtype=np.float32)
-        if stroke3.ndim != 2 or stroke3.shape[1] != 3:
-            raise ValueError(f"expected a stroke-3 array of shape (N, 3), got {stroke3.shape}")
-        if self.strength == 0 or len(stroke3) == 0:
-            return stroke3.copy()
-        lines = to_polylines(stroke3)
-        seed = int(rng.integers(0, self.max_seed + 1))
-        moved = [line + shift for line, shift in zip(lines, self.displacements(lines, seed))]
-        return from_polylines(moved)
+        return _jitter(stroke3, self.strength,
+                       lambda lines: self.displacements(lines, int(rng.integers(0, self.max_seed + 1))))
