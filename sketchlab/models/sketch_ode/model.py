@@ -56,6 +56,16 @@ def kl_weight_at(step: int, weight: float, start: int, end: int, mode: str = "li
     return weight / (1.0 + math.exp(-x)) if x > -700 else 0.0
 
 
+def check_sizes_and_kl(n_hidden: int, z_size: int, kl_anneal: str, kl_weight: float) -> None:
+    """The checks every SketchODE-family model makes of its widths and KL settings."""
+    if n_hidden < 1 or z_size < 1:
+        raise ValueError(f"n_hidden and z_size must be positive, got {n_hidden}, {z_size}")
+    if kl_anneal not in KL_ANNEALING:
+        raise ValueError(f"unknown kl_anneal '{kl_anneal}'; choose one of {', '.join(KL_ANNEALING)}")
+    if kl_weight < 0:
+        raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
+
+
 class _Core(nn.Module):
     """Curve (+ VAE noise) → (prediction, mean[, log-variance]) on one fixed time grid: what CUDA graphs capture."""
 
@@ -108,14 +118,9 @@ class SketchODE(SketchModel):
                  kl_start: int = 5000, kl_end: int = 15000, kl_anneal: str = "linear", pen_threshold: float = 0.5,
                  cuda_graph: bool = False, cnf: bool = False) -> None:
         super().__init__()
-        if n_hidden < 1 or z_size < 1:
-            raise ValueError(f"n_hidden and z_size must be positive, got {n_hidden}, {z_size}")
+        check_sizes_and_kl(n_hidden, z_size, kl_anneal, kl_weight)
         if n_points < 2 or t_max <= 0:
             raise ValueError(f"need n_points >= 2 and t_max > 0, got {n_points}, {t_max}")
-        if kl_anneal not in KL_ANNEALING:
-            raise ValueError(f"unknown kl_anneal '{kl_anneal}'; choose one of {', '.join(KL_ANNEALING)}")
-        if kl_weight < 0:
-            raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
         self._z_size = z_size
         self.n_points, self.t_max = n_points, float(t_max)
         self.solver = SolverConfig(method=method, step_size=step_size, rtol=rtol, atol=atol,

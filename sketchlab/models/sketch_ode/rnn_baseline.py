@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from sketchlab.data.curves import curve_to_stroke3
 from sketchlab.models.base import Batch, SketchModel
-from sketchlab.models.sketch_ode.model import KL_ANNEALING, SketchODE, kl_weight_at
+from sketchlab.models.sketch_ode.model import SketchODE, check_sizes_and_kl, kl_weight_at
 
 
 class CurveRNN(SketchModel):
@@ -50,14 +50,9 @@ class CurveRNN(SketchModel):
                  kl_weight: float = 1.0, kl_start: int = 5000, kl_end: int = 15000, kl_anneal: str = "linear",
                  pen_threshold: float = 0.5) -> None:
         super().__init__()
-        if n_hidden < 1 or z_size < 1:
-            raise ValueError(f"n_hidden and z_size must be positive, got {n_hidden}, {z_size}")
+        check_sizes_and_kl(n_hidden, z_size, kl_anneal, kl_weight)
         if n_points < 2:
             raise ValueError(f"n_points must be at least 2, got {n_points}")
-        if kl_anneal not in KL_ANNEALING:
-            raise ValueError(f"unknown kl_anneal '{kl_anneal}'; choose one of {', '.join(KL_ANNEALING)}")
-        if kl_weight < 0:
-            raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
         self._z_size, self.n_hidden, self.n_points = z_size, n_hidden, n_points
         self.vae = vae
         self.kl_weight, self.kl_start, self.kl_end, self.kl_anneal = kl_weight, kl_start, kl_end, kl_anneal

@@ -38,7 +38,7 @@ from sketchlab.data.strokewise import strokes_to_stroke3
 from sketchlab.models.base import Batch, SketchModel
 from sketchlab.models.sketch_ode.decoder import ODEDecoder
 from sketchlab.models.sketch_ode.encoder import CDEEncoder
-from sketchlab.models.sketch_ode.model import KL_ANNEALING, SketchODE, kl_weight_at
+from sketchlab.models.sketch_ode.model import SketchODE, check_sizes_and_kl, kl_weight_at
 from sketchlab.models.sketch_ode.solvers import SolverConfig
 
 
@@ -65,16 +65,11 @@ class StrokewiseSketchODE(SketchModel):
                  spline_index_time: bool = False, vae: bool = False, kl_weight: float = 1.0, kl_start: int = 5000,
                  kl_end: int = 15000, kl_anneal: str = "linear") -> None:
         super().__init__()
-        if n_hidden < 1 or z_size < 1:
-            raise ValueError(f"n_hidden and z_size must be positive, got {n_hidden}, {z_size}")
+        check_sizes_and_kl(n_hidden, z_size, kl_anneal, kl_weight)
         if n_points < 2 or t_max <= 0:
             raise ValueError(f"need n_points >= 2 and t_max > 0, got {n_points}, {t_max}")
         if max_strokes < 1:
             raise ValueError(f"max_strokes must be at least 1, got {max_strokes}")
-        if kl_anneal not in KL_ANNEALING:
-            raise ValueError(f"unknown kl_anneal '{kl_anneal}'; choose one of {', '.join(KL_ANNEALING)}")
-        if kl_weight < 0:
-            raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
         self._z_size = z_size
         self.n_points, self.t_max, self.max_strokes = n_points, float(t_max), max_strokes
         self.solver = SolverConfig(method=method, step_size=step_size, rtol=rtol, atol=atol,
