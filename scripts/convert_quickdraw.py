@@ -1,5 +1,10 @@
 #!/usr/bin/env python
-"""Convert Quick, Draw! ndjson files to a Sketch-RNN style stroke-3 npz.
+"""Convert Quick, Draw! ndjson files to a Sketch-RNN style stroke-3 npz, exactly as Google's ``sketchrnn`` files.
+
+Deprecated for everything else in favour of ``sketchlab-convert`` (``scripts/convert.py``), which reads QuickDraw
+ndjson as well as SVG and stroke-list JSON, reports and skips bad lines instead of stopping, and splits by a seeded
+shuffle. This script stays for what only it does: Google's raw → simplified preprocessing, the ``md5(key_id)``
+split, ``--recognized-only`` and ``--max-per-class``, which together reproduce the official files.
 
 Examples::
 

@@ -34,10 +34,12 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-# Modules whose names configs may not build: the entry points, this module, and helpers that read
-# pickles or fetch URLs (torch.load of a config-named file would run code).
+# Modules whose names configs may not build: the entry points, this module, helpers that read
+# pickles or fetch URLs (torch.load of a config-named file would run code), and the MLflow serving
+# model (no config component; importing it loads mlflow.pyfunc).
 EXCLUDED_MODULES = ("sketchlab.cli", "sketchlab.registry", "sketchlab.factory", "sketchlab.config",
-                    "sketchlab.engine.checkpoint", "sketchlab.data.download", "sketchlab.tracking.provenance")
+                    "sketchlab.engine.checkpoint", "sketchlab.data.download", "sketchlab.tracking.provenance",
+                    "sketchlab.tracking.serving")
 # (dotted prefix, base class path) for torch; the first matching prefix decides.
 TORCH_NAMESPACES = (
     ("torch.optim.lr_scheduler", "torch.optim.lr_scheduler.LRScheduler"),

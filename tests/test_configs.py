@@ -8,10 +8,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from sketchlab.cli.optuna_sweeper import register_plugin
 from sketchlab.config import config_dir
 from sketchlab.registry import build, check_hydra_config, check_targets
 
 CONF = config_dir()
+register_plugin()  # as sketchlab-train does: experiments may choose hydra/sweeper=optuna
 GROUPS = ["model", "data", "augment", "optim", "sched", "trainer", "logger", "launcher", "paths"]
 OPTIONAL_PLUGINS = {("launcher", "slurm"): "hydra_plugins.hydra_submitit_launcher"}
 

@@ -1,5 +1,10 @@
 """``resume=``: find the checkpoint, take the config stored in it, and reconcile it with new overrides.
 
+``resume=<model>.json`` (a sketch-rnn-js model) is not a resume: such a file holds weights but no
+optimizer state, step or training config, so it starts a fresh run (step 0, new optimizer, the command
+line's config) whose Sketch-RNN takes the file's sizes and is initialised from its weights, i.e.
+fine-tuning (:func:`plan_js_init`).
+
 A resumed run trains with the checkpoint's config. Overrides given again on the command line are
 compared with it: keys that only change how the run is watched or how long it goes (``trainer.max_steps``,
 logging, paths, ...) are applied; any other difference is an error listing the keys, unless the user
@@ -16,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sketchlab.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from sketchlab.validation import ConfigValueError
 
 log = logging.getLogger("sketchlab.resume")
 
@@ -176,3 +182,40 @@ def plan_resume(cfg: DictConfig, base: DictConfig, out_dir: Path) -> ResumePlan 
     # the same run goes on only where it left off; a branch from another checkpoint is a new run
     run_id = state.get("mlflow_run_id") if ckpt_dir == path.parent and path.name == "last.pt" else None
     return ResumePlan(state, path, merged_cfg, ckpt_dir, run_id, changed)
+
+
+# -- resume=<model>.json: fine-tuning from sketch-rnn-js weights ------------------------------------
+
+@dataclass
+class JSInit:
+    """A fresh run initialised from a sketch-rnn-js file: its weights and the model keys it changed."""
+
+    path: Path
+    state: dict[str, Any]
+    changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+
+def plan_js_init(cfg: DictConfig) -> JSInit:
+    """Set ``cfg.model.net``'s sizes to those of the sketch-rnn-js file ``cfg.resume`` (in place) and
+    return its weights. The model must be Sketch-RNN; ``max_seq_len`` stays the data's."""
+    from sketchlab.models.sketch_rnn.js_format import SKETCH_RNN_TARGET, read_js_model
+
+    path = Path(str(cfg.resume)).expanduser()
+    net = cfg.model.net
+    if net.get("_target_") != SKETCH_RNN_TARGET:
+        raise ConfigValueError(f"resume={cfg.resume} initialises a Sketch-RNN from sketch-rnn-js weights, but "
+                               f"model.net is {net.get('_target_')}: choose model=sketch_rnn")
+    js = read_js_model(path)
+    changed: dict[str, tuple[Any, Any]] = {}
+    for key, value in js.hparams.items():
+        if key == "max_seq_len":  # no weight depends on it: the data's longest sketch stays the limit
+            continue
+        old = net.get(key)
+        if old != value:
+            changed[f"model.net.{key}"] = (old, value)
+            net[key] = value
+    for key, (old, new) in changed.items():
+        log.warning("resume=%s: %s = %r from the sketch-rnn-js model (was %r)", path.name, key, new, old)
+    log.info("resume=%s: a new run initialised from the sketch-rnn-js weights (fine-tuning: step 0, a fresh "
+             "optimizer; a .json model holds no optimizer state)", path)
+    return JSInit(path, js.state, changed)

@@ -5,6 +5,7 @@ Examples::
     sketchlab-runs                       # experiments in outputs/mlflow.db and their run counts
     sketchlab-runs -e sketch_rnn-sheep   # runs of one experiment
     sketchlab-runs --sweep latest        # the children of the newest sweep, best first
+                                         # (an Optuna search: its trials, complete ones first, then pruned, failed)
     sketchlab-runs --sweep <parent id> --metric val/loss --csv sweep.csv
     sketchlab-runs --mark-dead           # set RUNNING runs whose process is gone to KILLED
     sketchlab-runs --sync                # replay every spool under outputs/ into its run
@@ -34,9 +35,12 @@ from typing import Any
 
 from sketchlab.cli.errors import entry_point
 from sketchlab.tracking.loggers import HEARTBEAT_TAG, HOST_TAG, PID_TAG, mlflow_client
+from sketchlab.tracking.study import TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
 
 STALE_AFTER = 600.0
 DEAD_HINT = "runs shown 'RUNNING (dead?)' lost their process; close them with `sketchlab-runs --mark-dead`"
+# an Optuna search's trials are listed complete first, then pruned (their losses are from shorter trainings)
+STATE_ORDER = {"complete": 0, "pruned": 1, "running": 2, "failed": 3, "killed": 4}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -90,21 +94,39 @@ def find_sweep(client: Any, experiment_ids: list[str], sweep: str) -> Any:
     return parents[0]
 
 
+def trial_state(run: Any) -> str | None:
+    """An Optuna trial's state (complete, pruned, failed, killed, running); None for a run that is no trial."""
+    tags = getattr(run.data, "tags", {}) or {}
+    if TRIAL_NUMBER_TAG not in tags:
+        return None
+    if run.info.status == "RUNNING":
+        return "running"
+    return tags.get(TRIAL_STATE_TAG) or {"FINISHED": "complete", "FAILED": "failed"}.get(run.info.status, "killed")
+
+
 def comparison_rows(runs: Sequence[Any], metric: str, stale_after: float = STALE_AFTER
                     ) -> tuple[list[str], list[list[str]]]:
-    """A table of runs: name, status, the params that differ between them, and their final metrics."""
+    """A table of runs: name, status, the params that differ between them, and their final metrics.
+
+    Search trials also get their trial number and state, and are ordered complete, pruned, then the rest.
+    """
     params = sorted({k for r in runs for k in r.data.params})
-    varying = [k for k in params if len({r.data.params.get(k) for r in runs}) > 1 and not k.startswith("hydra")]
+    varying = [k for k in params if len({r.data.params.get(k) for r in runs}) > 1
+               and not k.startswith(("hydra", "sweep_trial."))]
     metrics = sorted({k for r in runs for k in r.data.metrics if k.startswith("val/") or k == metric})
+    trials = any(trial_state(r) is not None for r in runs)
 
-    def key(run: Any) -> float:
+    def key(run: Any) -> tuple[int, float]:
         value = run.data.metrics.get(metric)
-        return value if value is not None and math.isfinite(value) else math.inf
+        order = STATE_ORDER.get(trial_state(run) or "", len(STATE_ORDER)) if trials else 0
+        return order, value if value is not None and math.isfinite(value) else math.inf
 
-    header = ["run_id", "name", "status", *varying, *metrics]
+    header = ["run_id", "name", "status", *(["trial", "state"] if trials else []), *varying, *metrics]
     rows = []
     for run in sorted(runs, key=key):
         row = [run.info.run_id[:8], run.info.run_name or "", shown_status(run, stale_after)]
+        if trials:
+            row += [run.data.tags.get(TRIAL_NUMBER_TAG, ""), trial_state(run) or ""]
         row += [run.data.params.get(k, "") for k in varying]
         row += [f"{run.data.metrics[m]:.4f}" if m in run.data.metrics else "" for m in metrics]
         rows.append(row)

@@ -1,4 +1,8 @@
-"""``sketchlab-sample``: samples, reconstructions, interpolations (and dense renders) from a trained model."""
+"""``sketchlab-sample``: samples, reconstructions, interpolations (and dense renders) from a trained model.
+
+``checkpoint=`` also takes a sketch-rnn-js ``.json`` model (magenta's pretrained class models, or one
+written by ``sketchlab-export``); such a file carries no dataset, so only samples are drawn.
+"""
 
 from __future__ import annotations
 
@@ -131,7 +135,10 @@ def run_sampling(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigValueError(f"omega= is SketchODE's decoding frequency; {type(model).__name__} has none")
         look["omega"] = float(cfg.omega)
     save("samples", sampling.sample(model, n, temp, data=data, split=cfg.split, sigma=float(cfg.sigma), **look), cols)
-    if model.conditional:
+    if data is None:  # a sketch-rnn-js model comes without a dataset to reconstruct or score
+        log.info("%s is a sketch-rnn-js model without data: samples only (no reconstructions, "
+                 "interpolations or metrics)", ckpt)
+    if model.conditional and data is not None:
         originals = sampling.spread(data.sketches(cfg.split), n)
         recons = sampling.reconstruct(model, data, originals, temp, **look)
         save("reconstructions", *pair_rows(originals, recons, pairs_per_row=2))
@@ -149,7 +156,7 @@ def run_sampling(cfg: DictConfig) -> dict[str, Any]:
                             pairs_per_row=2))
 
     metrics: dict[str, float] = {}
-    if cfg.metrics:
+    if cfg.metrics and data is not None:
         metrics = sampling.split_metrics(model, data, cfg.split, cfg.metric_batches,
                                          n_distance=int(cfg.distance_sketches))
     # a checkpoint fetched from MLflow lived in a temporary folder: record where it really comes from

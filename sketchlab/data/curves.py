@@ -15,10 +15,11 @@ Following the original (``data/sketch.py``, ``data/synth.py``, ``data/batching.p
 
 The original resampled uniformly in *point index* with a spline (``data/utils.py: resample``), which
 makes the curve's speed depend on how densely the data happens to be sampled (RDP-simplified
-QuickDraw strokes have very uneven point spacing); uniform time along arc length is the
-continuous-time reading of the same data, and linear interpolation keeps corners and straight
-segments exact. The inverse, :func:`curve_to_stroke3`, thresholds the pen channel and turns each run
-of drawing points into a stroke.
+QuickDraw strokes have very uneven point spacing) and gives every pen-up join the same 18 points
+however far the pen travels; uniform time along arc length is the continuous-time reading of the same
+data, and linear interpolation keeps corners and straight segments exact. ``resample="index"``
+reproduces the original instead (see :func:`index_curve`). The inverse, :func:`curve_to_stroke3`,
+thresholds the pen channel and turns each run of drawing points into a stroke.
 """
 
 from __future__ import annotations
@@ -28,11 +29,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torchcde
 
 from sketchlab.data.strokes import from_polylines, to_polylines
 
 #: Shortest pen-up duration, in unit-disc lengths: keeps knot times strictly increasing.
 MIN_PENUP = 1e-6
+#: How a sketch's points are laid out in time: along arc length (ours) or uniform in point index (the original's).
+RESAMPLE_MODES = ("arclength", "index")
+#: Points of the original's straight pen-up join between two strokes, both ends included
+#: (``Sketch.tensorize(joining_granularity=20)``; the ends coincide with the strokes' and are dropped).
+ORIGINAL_JOIN_POINTS = 20
 
 
 @dataclass
@@ -81,9 +88,40 @@ def _knots(lines: Sequence[np.ndarray],
     return np.concatenate(points), np.concatenate(times), penups
 
 
+def index_curve(lines: Sequence[np.ndarray], n_points: int) -> np.ndarray:
+    """The original's one-sequence representation (``OneSeq.represent``) of unit-disc polylines, (n_points, 3).
+
+    Strokes of one point are dropped (``Sketch`` does), consecutive strokes are joined by
+    :data:`ORIGINAL_JOIN_POINTS` - 2 evenly spaced pen-up points, and the sequence is resampled at
+    ``n_points`` positions uniform in point index on its natural cubic spline over index knots
+    (``torchcde.natural_cubic_coeffs`` without times, as ``data/utils.py: resample``); the spline's pen
+    channel is thresholded at 0.5.
+    """
+    strokes = [line for line in lines if len(line) > 1] or list(lines[:1])
+    alpha = np.linspace(0.0, 1.0, ORIGINAL_JOIN_POINTS)[1:-1, None]
+    parts = [np.column_stack([strokes[0], np.zeros(len(strokes[0]))])]
+    for prev, nxt in zip(strokes, strokes[1:]):
+        join = prev[-1] * (1.0 - alpha) + nxt[0] * alpha
+        parts += [np.column_stack([join, np.ones(len(join))]), np.column_stack([nxt, np.zeros(len(nxt))])]
+    seq = np.concatenate(parts)
+    if len(seq) == 1:
+        return np.repeat(seq, n_points, axis=0)
+    path = torch.from_numpy(seq).unsqueeze(0)
+    spline = torchcde.CubicSpline(torchcde.natural_cubic_coeffs(path))
+    points = spline.evaluate(torch.linspace(0.0, len(seq) - 1.0, n_points, dtype=path.dtype))[0].numpy()
+    points[:, 2] = (points[:, 2] >= 0.5).astype(np.float64)
+    return points
+
+
 def stroke3_to_curve(stroke3: np.ndarray, n_points: int = 100, t_max: float = 5.0,
-                     penup_fraction: float = 1 / 3) -> Curve:
-    """A stroke-3 sketch as a :class:`Curve` of ``n_points`` samples uniform in time over ``[0, t_max]``."""
+                     penup_fraction: float = 1 / 3, resample: str = "arclength") -> Curve:
+    """A stroke-3 sketch as a :class:`Curve` of ``n_points`` samples uniform in time over ``[0, t_max]``.
+
+    ``resample`` is ``arclength`` (time runs along the drawing, module doc) or ``index`` (the original's
+    uniform-in-index spline with fixed pen-up joins, :func:`index_curve`; ``penup_fraction`` is unused).
+    """
+    if resample not in RESAMPLE_MODES:
+        raise ValueError(f"unknown resample '{resample}'; choose one of {', '.join(RESAMPLE_MODES)}")
     if n_points < 2:
         raise ValueError(f"n_points must be at least 2, got {n_points}")
     if t_max <= 0:
@@ -98,10 +136,15 @@ def stroke3_to_curve(stroke3: np.ndarray, n_points: int = 100, t_max: float = 5.
     if not np.isfinite(stroke3).all():
         raise ValueError("the sketch has non-finite coordinates")
     lines = to_polylines(stroke3)
+    times = np.linspace(0.0, t_max, n_points)
+    if resample == "index":  # the original normalises after dropping one-point strokes
+        lines = [line for line in lines if len(line) > 1] or lines[:1]
     origin = lines[0][0].copy()
     scale = sketch_radius(np.concatenate(lines))
+    if resample == "index":
+        points = index_curve([(line - origin) / scale for line in lines], n_points)
+        return Curve(points.astype(np.float32), times.astype(np.float32), scale)
     lines = [_drop_repeats((line - origin) / scale) for line in lines]
-    times = np.linspace(0.0, t_max, n_points)
     knot_xy, knot_t, penups = _knots(lines, penup_fraction)
     points = np.zeros((n_points, 3), dtype=np.float64)
     if knot_t[-1] > 0:
@@ -145,15 +188,20 @@ class CurveCollate:
 
     Returns ``{"curve": (B, G, 3) float32 [x, y, pen], "times": (G,) float32, "scale": (B,) float32}``;
     ``scale`` is each sketch's unit-disc radius (to put reconstructions back in the data's units).
+    ``resample``: ``arclength`` (default) or ``index`` (the original's), see :func:`stroke3_to_curve`.
     """
 
-    def __init__(self, n_points: int = 100, t_max: float = 5.0, penup_fraction: float = 1 / 3) -> None:
+    def __init__(self, n_points: int = 100, t_max: float = 5.0, penup_fraction: float = 1 / 3,
+                 resample: str = "arclength") -> None:
         if n_points < 2 or t_max <= 0 or penup_fraction < 0:
             raise ValueError(f"need n_points >= 2, t_max > 0 and penup_fraction >= 0, "
                              f"got {n_points}, {t_max}, {penup_fraction}")
+        if resample not in RESAMPLE_MODES:
+            raise ValueError(f"unknown model.collate.resample '{resample}'; choose one of {', '.join(RESAMPLE_MODES)}")
         self.n_points = n_points
         self.t_max = t_max
         self.penup_fraction = penup_fraction
+        self.resample = resample
 
     def __call__(self, items: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
         if len(items) == 0:
@@ -161,7 +209,8 @@ class CurveCollate:
         curves = []
         for i, sketch in enumerate(items):
             try:
-                curves.append(stroke3_to_curve(sketch, self.n_points, self.t_max, self.penup_fraction))
+                curves.append(stroke3_to_curve(sketch, self.n_points, self.t_max, self.penup_fraction,
+                                               self.resample))
             except ValueError as err:
                 raise ValueError(f"sketch {i}: {err}") from err
         return {"curve": torch.from_numpy(np.stack([c.points for c in curves])),

@@ -57,23 +57,18 @@ def _check_fmt(fmt: str) -> None:
 
 
 def _stroke_format(stroke: object) -> str:
-    if not isinstance(stroke, list) or len(stroke) not in (2, 3):
+    if not isinstance(stroke, list) or len(stroke) not in (2, 3) or not all(isinstance(c, list) for c in stroke):
         raise ValueError("each stroke must be [[x...], [y...]] (simplified) or [[x...], [y...], [t...]] (raw)")
     return "raw" if len(stroke) == 3 else "simplified"
 
 
-def parse_record(obj: object, fmt: str = "auto") -> QuickDrawRecord:
-    """A decoded ndjson object as a :class:`QuickDrawRecord`; ``fmt`` checks (or detects) raw vs simplified."""
+def parse_drawing(drawing: object, fmt: str = "auto") -> tuple[list[np.ndarray], list[np.ndarray] | None, str]:
+    """Strokes of a QuickDraw-style ``drawing`` (``[[x...], [y...]]`` or ``[[x...], [y...], [t...]]`` each).
+
+    Returns (K, 2) float arrays of x, y per stroke, the per-stroke times (raw drawings only, else ``None``)
+    and the detected flavour. Raises ``ValueError`` saying what is wrong with which stroke.
+    """
     _check_fmt(fmt)
-    if not isinstance(obj, dict):
-        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-    missing = [k for k in ("word", "key_id", "drawing") if k not in obj]
-    if missing:
-        raise ValueError(f"record lacks {', '.join(missing)}")
-    key_id = str(obj["key_id"])
-    if not key_id.isdigit():
-        raise ValueError(f"key_id must be a decimal integer, got {key_id!r}")
-    drawing = obj["drawing"]
     if not isinstance(drawing, list):
         raise ValueError("drawing must be a list of strokes")
     found = {_stroke_format(stroke) for stroke in drawing}
@@ -97,6 +92,21 @@ def parse_record(obj: object, fmt: str = "auto") -> QuickDrawRecord:
         strokes.append(np.column_stack(columns[:2]))
         if detected == "raw":
             times.append(columns[2])
+    return strokes, (times if detected == "raw" else None), detected
+
+
+def parse_record(obj: object, fmt: str = "auto") -> QuickDrawRecord:
+    """A decoded ndjson object as a :class:`QuickDrawRecord`; ``fmt`` checks (or detects) raw vs simplified."""
+    _check_fmt(fmt)
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in ("word", "key_id", "drawing") if k not in obj]
+    if missing:
+        raise ValueError(f"record lacks {', '.join(missing)}")
+    key_id = str(obj["key_id"])
+    if not key_id.isdigit():
+        raise ValueError(f"key_id must be a decimal integer, got {key_id!r}")
+    strokes, times, detected = parse_drawing(obj["drawing"], fmt)
     recognized = obj.get("recognized")
     return QuickDrawRecord(
         word=str(obj["word"]),
@@ -106,11 +116,12 @@ def parse_record(obj: object, fmt: str = "auto") -> QuickDrawRecord:
         countrycode=str(obj.get("countrycode", "")),
         recognized=None if recognized is None else bool(recognized),
         timestamp=str(obj.get("timestamp", "")),
-        times=times if detected == "raw" else None,
+        times=times,
     )
 
 
-def _open_text(path: Path):
+def open_text(path: Path):
+    """A text handle on ``path``, gunzipped when its first bytes say gzip (whatever its name)."""
     with open(path, "rb") as fh:
         gzipped = fh.read(2) == b"\x1f\x8b"
     if gzipped:
@@ -129,7 +140,7 @@ def read_ndjson(path: str | os.PathLike, fmt: str = "auto") -> Iterator[QuickDra
         raise FileNotFoundError(f"QuickDraw file not found: {path}")
     lineno = 0
     try:
-        with _open_text(path) as fh:
+        with open_text(path) as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
@@ -233,19 +244,21 @@ class ConvertSummary:
         return text + (f"; skipped {', '.join(skipped)}" if skipped else "")
 
 
-def _refuse_overwrite(output: Path, overwrite: bool) -> None:
+def refuse_overwrite(output: Path, overwrite: bool) -> None:
+    """Raise ``FileExistsError`` when ``output`` exists and ``overwrite`` is off."""
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; pass overwrite=True (--overwrite) to replace it")
 
 
-def _save_npz_atomic(arrays: dict[str, np.ndarray], output: Path, overwrite: bool) -> None:
+def save_npz_atomic(arrays: dict[str, np.ndarray], output: Path, overwrite: bool) -> None:
     """Write through a temporary file in the same folder, so readers never see a half-written npz."""
-    _refuse_overwrite(output, overwrite)
+    refuse_overwrite(output, overwrite)
     with atomic_open(output, "wb") as fh:
         np.savez_compressed(fh, **arrays)
 
 
-def _object_array(items: list[np.ndarray]) -> np.ndarray:
+def object_array(items: list[np.ndarray]) -> np.ndarray:
+    """A 1-d object array holding ``items`` (ragged sketches), the layout of magenta's npz splits."""
     # Built element by element: np.array(list_of_arrays) would stack equal-length sketches into one 3-D array.
     out = np.empty(len(items), dtype=object)
     for i, item in enumerate(items):
@@ -274,7 +287,7 @@ def convert(
     if max_per_class is not None and max_per_class < 1:
         raise ValueError(f"max_per_class must be a positive integer, got {max_per_class}")
     output = Path(output_npz).expanduser()
-    _refuse_overwrite(output, overwrite)  # before the slow part, and again when writing
+    refuse_overwrite(output, overwrite)  # before the slow part, and again when writing
     files = find_inputs(inputs)
 
     kept: list[tuple[str, int, str, np.ndarray]] = []  # word, key_id, split, stroke-3
@@ -312,11 +325,11 @@ def convert(
         buckets[item[2]].append(item)
     arrays: dict[str, np.ndarray] = {}
     for split, items in buckets.items():
-        arrays[split] = _object_array([s3 for *_, s3 in items])
+        arrays[split] = object_array([s3 for *_, s3 in items])
         arrays[f"{split}_labels"] = np.array([label_of[w] for w, *_ in items], dtype=np.int16)
         arrays[f"{split}_key_ids"] = np.array([k for _, k, *_ in items], dtype=np.int64)
     arrays["class_names"] = np.array(class_names)
-    _save_npz_atomic(arrays, output, overwrite)
+    save_npz_atomic(arrays, output, overwrite)
 
     summary.counts = {s: len(buckets[s]) for s in SPLITS}
     summary.class_names = class_names

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
+import torch
 
 from sketchlab.data.safe_npz import load_npz
 from sketchlab.data.strokes import points_to_stroke3
@@ -121,6 +122,12 @@ class PointsNpz:
     The layout of VectorMNIST, UNIPEN, Omniglot strokes, hanzi medians and the GW handwriting in
     ``../shared/data``. The split comes from an int column (0 train, 1 valid, 2 test) when the file
     has one, else from hashing a group column (writer, page, drawing) so groups never straddle splits.
+
+    ``random_split`` (a train fraction) replaces both with the original SketchODE's split
+    (``GenericDM.setup``): ``torch.utils.data.random_split`` of all samples, seeded by ``split_seed``,
+    into ``int(n · fraction)`` train and the rest valid; the test split is the valid one, as the
+    original's ``test_dataloader`` returns the validation loader. It ignores groups: on VectorMNIST
+    copies of one drawing land on both sides.
     """
 
     path: str
@@ -131,13 +138,20 @@ class PointsNpz:
     group_key: str | None = None
     label_key: str | None = "labels"
     xy_columns: tuple[int, int] = (0, 1)
+    random_split: float | None = None
+    split_seed: int = 1234
 
-    def load(self) -> SketchSplits:
-        path = _resolve(self.path, self.url)
-        data = load_npz(path)
-        if self.points_key not in data:
-            raise ValueError(f"{path} has no '{self.points_key}' array; keys are {sorted(data)}")
-        points = data[self.points_key]
+    def _split_indices(self, data: dict[str, np.ndarray], n: int, path: Path) -> dict[str, list[int]]:
+        """Which samples (by row) go to each split."""
+        if self.random_split is not None:
+            if not 0 < self.random_split < 1:
+                raise ValueError(f"data.source.random_split is the train fraction, in (0, 1); got {self.random_split}")
+            n_train = int(n * self.random_split)
+            if n_train == 0 or n_train == n:
+                raise ValueError(f"data.source.random_split={self.random_split} of {n} samples leaves a split empty")
+            train, valid = torch.utils.data.random_split(range(n), [n_train, n - n_train],
+                                                         generator=torch.Generator().manual_seed(self.split_seed))
+            return {"train": list(train.indices), "valid": list(valid.indices), "test": list(valid.indices)}
         if self.split_key and self.split_key in data:
             split_ids = np.asarray(data[self.split_key], dtype=np.int64)
         elif self.group_key and self.group_key in data:
@@ -145,15 +159,24 @@ class PointsNpz:
         else:
             raise ValueError(f"{path}: no split column '{self.split_key}' and no group column "
                              f"'{self.group_key}' to split by; keys are {sorted(data)}")
-        sketches: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-        index: dict[str, list[int]] = {s: [] for s in SPLITS}
+        if len(split_ids) != n or not np.isin(split_ids, range(len(SPLITS))).all():
+            raise ValueError(f"{path}: the split column must hold one of 0 (train), 1 (valid), 2 (test) per sample")
+        return {split: np.flatnonzero(split_ids == k).tolist() for k, split in enumerate(SPLITS)}
+
+    def load(self) -> SketchSplits:
+        path = _resolve(self.path, self.url)
+        data = load_npz(path)
+        if self.points_key not in data:
+            raise ValueError(f"{path} has no '{self.points_key}' array; keys are {sorted(data)}")
+        points = data[self.points_key]
+        index = self._split_indices(data, len(points), path)
         cx, cy = self.xy_columns
-        for i, pts in enumerate(points):
-            pts = _check_sketch(pts, path, self.points_key, i, pen_column=-1, stroke3=False).astype(np.float64)
+        converted: dict[int, np.ndarray] = {}
+        for i in sorted({i for rows in index.values() for i in rows}):
+            pts = _check_sketch(points[i], path, self.points_key, i, pen_column=-1, stroke3=False).astype(np.float64)
             xyp = np.column_stack([pts[:, cx], -pts[:, cy] if self.y_up else pts[:, cy], pts[:, -1]])
-            split = SPLITS[int(split_ids[i])]
-            sketches[split].append(points_to_stroke3(xyp))
-            index[split].append(i)
+            converted[i] = points_to_stroke3(xyp)
+        sketches = {split: [converted[i] for i in index[split]] for split in SPLITS}
         labels, names = {}, None
         if self.label_key and self.label_key in data:
             raw = np.asarray(data[self.label_key])

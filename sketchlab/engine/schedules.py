@@ -26,6 +26,12 @@ class _Factor:
             progress = min(1.0, (step - warmup) / max(1.0, total - warmup))
             floor = kw["min_lr"] / self.base_lr
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        if self.kind == "damped_cos2":
+            epoch = step // kw["epoch_steps"]
+            wt = math.pi * epoch / (2 * kw["period"])
+            gamma = math.log(kw["decay"]) / math.pi
+            floor = kw["floor"]
+            return (1 - floor) * math.exp(-gamma * wt) * math.cos(wt) ** 2 + floor
         return 1.0
 
 
@@ -54,3 +60,22 @@ def warmup_cosine(optimizer: Optimizer, total_steps: int, warmup_steps: int = 0,
 def constant(optimizer: Optimizer) -> LambdaLR:
     """No schedule: the optimizer's lr throughout."""
     return LambdaLR(optimizer, [_Factor(g["lr"], "constant") for g in optimizer.param_groups])
+
+
+def damped_cos2(optimizer: Optimizer, period: int = 100, epoch_steps: int = 1, floor: float = 1 / 50,
+                decay: float = 4.0) -> LambdaLR:
+    """The original SketchODE's ``annealing_policy`` (``fit_ae_oneseq.py``): a damped cos² with a floor.
+
+    ``lr = lr0 · ((1 - floor) · exp(-γ·w) · cos²(w) + floor)`` with ``w = π·e / (2·period)`` and
+    ``γ = ln(decay) / π``, ``e`` the epoch: the lr falls to ``floor·lr0`` at epoch ``period``, climbs back
+    to a peak ``decay`` times lower at ``2·period``, and so on. The original stepped its ``LambdaLR`` once
+    per epoch (Lightning's default interval); here ``e = step // epoch_steps``, so set ``epoch_steps`` to
+    the training set's batches per epoch to match it (1: the same curve over steps).
+    """
+    if period < 1 or epoch_steps < 1:
+        raise ValueError(f"period and epoch_steps must be >= 1, got {period}, {epoch_steps}")
+    if not 0 <= floor <= 1 or decay < 1:
+        raise ValueError(f"need 0 <= floor <= 1 and decay >= 1, got {floor}, {decay}")
+    _check_lr(optimizer, 0.0)
+    return LambdaLR(optimizer, [_Factor(g["lr"], "damped_cos2", period=period, epoch_steps=epoch_steps, floor=floor,
+                                        decay=decay) for g in optimizer.param_groups])

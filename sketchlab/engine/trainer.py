@@ -48,6 +48,7 @@ class TrainResult:
     last_val: dict[str, float] = field(default_factory=dict)
     checkpoint: Path | None = None
     rewinds: int = 0
+    stopped_early: bool = False  # ``should_stop`` ended the run before ``max_steps`` (``step`` is where)
 
 
 class Trainer:
@@ -172,11 +173,14 @@ class Trainer:
             ckpt_dir: str | Path | None = None, resume: str | Path | dict[str, Any] | None = None,
             on_validation: Callable[[SketchModel, int], None] | None = None,
             checkpoint_extra: dict[str, Any] | None = None, keep_hparams: Collection[str] = (),
-            keep_schedule: bool = False) -> TrainResult:
+            keep_schedule: bool = False,
+            should_stop: Callable[[int, dict[str, float]], bool] | None = None) -> TrainResult:
         """Train ``model`` until ``max_steps``; ``resume`` continues a checkpoint (file, run dir or loaded state).
 
         The optimizer must already hold ``model``'s parameters; the model is moved to the device here.
-        ``keep_hparams``/``keep_schedule``: see :meth:`_restore`.
+        ``keep_hparams``/``keep_schedule``: see :meth:`_restore`. ``should_stop(step, val losses)`` is called
+        on the main process after each validation; when it returns True the run ends at that step, with a
+        checkpoint, and the result has ``stopped_early`` (e.g. a hyper-parameter search pruning a trial).
         """
         self.dist = init_distributed(self.device)
         set_deterministic(self.deterministic)
@@ -227,6 +231,7 @@ class Trainer:
         good_scale, lr_scale, rewinds = 1.0, 1.0, 0
         skip_steps: set[int] = set()
         logged_upto = start  # a rewind replays steps: each step's metrics are logged once
+        stopped_early = False
         model.train()
 
         def log_metrics(metrics: dict[str, float], step: int, force: bool = False) -> None:
@@ -324,9 +329,12 @@ class Trainer:
                         if on_validation is not None and is_main:
                             on_validation(model, done)
                         model.train()
+                        stopped_early = self._ask_stop(should_stop, done, last_val)
 
                     stopping = stop.requested(self.dist.world_size, self.device)
-                    periodic = self.ckpt_every and (done % self.ckpt_every == 0 or done == self.max_steps)
+                    # a run stopped early keeps its last step, as one that reaches max_steps
+                    periodic = (self.ckpt_every and (done % self.ckpt_every == 0 or done == self.max_steps)
+                                or stopped_early)
                     writes = (ckpt_dir is not None and is_main) or rewind
                     if (periodic or stopping) and writes and not bool(bad) and _finite(params):
                         state = self._checkpoint_state(model, optimizer, scheduler, data, done, best_val, extra)
@@ -345,12 +353,25 @@ class Trainer:
                     logged_upto = max(logged_upto, done)
                     if stopping:
                         raise Preempted(stop.signum, done, last_ckpt)
-                check_finite(self.max_steps)
+                    if stopped_early:
+                        log.info("stopped at step %d of %d: asked to after validation", done, self.max_steps)
+                        break
+                check_finite(step if stopped_early else self.max_steps)
             finally:
                 _close(batches)  # stops a prefetch thread; the data state is that of the next batch
                 bar.close()
-        return TrainResult(step=max(self.max_steps, start), best_val=best_val, last_val=last_val,
-                           checkpoint=last_ckpt, rewinds=rewinds)
+        return TrainResult(step=step if stopped_early else max(self.max_steps, start), best_val=best_val,
+                           last_val=last_val, checkpoint=last_ckpt, rewinds=rewinds, stopped_early=stopped_early)
+
+    def _ask_stop(self, should_stop: Callable[[int, dict[str, float]], bool] | None, step: int,
+                  val: dict[str, float]) -> bool:
+        """``should_stop``'s answer on the main process, the same on every rank (all stop at one step)."""
+        stop = bool(should_stop(step, dict(val))) if should_stop is not None and self.dist.is_main else False
+        if self.dist.world_size > 1:  # other ranks have no hook: they learn the main process's answer
+            flag = torch.tensor([int(stop)], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(int(flag))
+        return stop
 
 
 class Preempted(RuntimeError):

@@ -61,6 +61,7 @@ class NullLogger:
 
     run_id: str | None = None
     log_checkpoints = False
+    log_model = False
     spool_path: Path | None = None
 
     def log_params(self, params: Mapping[str, Any]) -> list[str]:
@@ -230,9 +231,10 @@ def open_store(uri: str, fn: Callable[[Any], Any] | None = None, timeout: float 
     """``(client, fn(client))`` on store ``uri``, within ``timeout`` s, else :class:`TrackingUnavailable`.
 
     For the start of a training or a sweep: an unreachable store fails here, quickly and clearly,
-    instead of hanging in MLflow's long HTTP retries. The wait for a sibling process creating a
-    fresh sqlite store is not part of the timeout. Errors that show the store answered (a missing
-    run, a deleted experiment: ``ValueError``) are raised as they are.
+    instead of hanging in MLflow's long HTTP retries. Creating a new local sqlite store is not timed:
+    it cannot be unreachable, only slow (its schema migrations took over 10 s on a loaded 2-core
+    machine). Nor is the wait for a sibling process creating it. Errors that show the store answered
+    (a missing run, a deleted experiment: ``ValueError``) are raised as they are.
     """
     def start() -> tuple[Any, Any]:
         client = _new_client(uri)
@@ -240,7 +242,8 @@ def open_store(uri: str, fn: Callable[[Any], Any] | None = None, timeout: float 
 
     try:
         with _store_creation_lock(uri), _short_http_timeouts(uri, timeout):
-            return _call_with_timeout(start, timeout)
+            db = _sqlite_path(uri)
+            return start() if db is not None and not db.exists() else _call_with_timeout(start, timeout)
     except ValueError:
         raise
     except Exception as exc:  # noqa: BLE001 - every other start-up failure gets the same clear message
@@ -272,17 +275,19 @@ class MLflowLogger:
     the train CLI passes the run's output dir). ``connect_timeout`` bounds the start-up check,
     ``flush_timeout`` what :meth:`finish` waits for the writer, ``heartbeat_every`` how often the
     ``sketchlab.heartbeat`` tag is refreshed, ``retry_after`` how long the writer spools directly
-    after the store failed before trying it again.
+    after the store failed before trying it again. ``log_model`` asks the train CLI for an MLflow
+    pyfunc model artifact (``runs:/<run id>/model``, see :mod:`sketchlab.tracking.serving`).
     """
 
     def __init__(self, experiment_name: str = "sketchlab", tracking_uri: str | None = None,
                  outputs_dir: str | Path = "outputs", run_name: str | None = None,
                  parent_run_id: str | None = None, tags: Mapping[str, str] | None = None,
-                 log_checkpoints: bool = True, connect_timeout: float = 10.0,
+                 log_checkpoints: bool = True, log_model: bool = False, connect_timeout: float = 10.0,
                  spool_dir: str | Path | None = None, run_id: str | None = None,
                  flush_timeout: float = 30.0, heartbeat_every: float = 60.0, retry_after: float = 30.0) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri, outputs_dir)
         self.log_checkpoints = log_checkpoints
+        self.log_model = log_model  # the train CLI logs an MLflow pyfunc model at the end when set
         self.flush_timeout = float(flush_timeout)
         self.heartbeat_every = float(heartbeat_every)
         self.retry_after = float(retry_after)

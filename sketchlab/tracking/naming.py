@@ -30,15 +30,32 @@ def short_names(keys: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def child_run_name(job_overrides: Sequence[str], swept: Sequence[str]) -> str | None:
-    """``dec_model=hyper,lr=0.0003`` from a job's overrides; None when no swept key is among them."""
+def child_run_name(job_overrides: Sequence[str], swept: Sequence[str], short: bool = False) -> str | None:
+    """``dec_model=hyper,lr=0.0003`` from a job's overrides; None when no swept key is among them.
+
+    ``short``: decimal values to 3 significant digits (a search's sampled floats have 17).
+    """
     names = short_names(list(swept))
     parts = []
     for override in job_overrides:
         key, _, value = override.lstrip("+~").partition("=")
         if key in names:
-            parts.append(f"{names[key]}={value}")
+            parts.append(f"{names[key]}={_short_number(value) if short else value}")
     return ",".join(parts) or None
+
+
+def trial_run_name(number: int, job_overrides: Sequence[str], swept: Sequence[str]) -> str:
+    """``#3 dec_model=hyper,lr=0.00316``: a search trial's number and its sampled values."""
+    values = child_run_name(job_overrides, swept, short=True)
+    return f"#{number} {values}" if values else f"#{number}"
+
+
+def _short_number(value: str) -> str:
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.3g}" if any(c in value for c in ".eE") else value
 
 
 def single_run_name(model: str, data: str, out_dir: Path) -> str:

@@ -2,7 +2,8 @@
 
 The store and the parent are created here, in the launching process, before any job starts:
 parallel jobs (joblib launcher) that each tried to create a fresh sqlite store would race on its
-schema migration and crash.
+schema migration and crash. It runs for every sweeper; after an Optuna search (``hydra/sweeper=optuna``)
+the parent also gets the study's summary (:func:`sketchlab.tracking.study.summarise_study`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from omegaconf import DictConfig
 from sketchlab.tracking.loggers import (HOST_TAG, PID_TAG, MLflowLogger, get_experiment_id, mlflow_client,
                                         open_store, resolve_tracking_uri, sweep_parent_id, write_sweep_parent)
 from sketchlab.tracking.naming import swept_keys, write_swept_keys
+from sketchlab.tracking.study import TRIAL_STATE_TAG, StudyRecord, summarise_study
 
 log = logging.getLogger("sketchlab.tracking")
 
@@ -43,7 +45,7 @@ class MLflowSweepCallback(Callback):
                 # lets `sketchlab-runs` flag a sweep whose launcher was killed
                 HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
 
-        swept = swept_keys(list(config.hydra.overrides.task))
+        swept = swept_keys(sweep_arguments(config))
         write_swept_keys(sweep_dir, swept)
         when = Path(sweep_dir)
         name = f"sweep {lcfg.experiment_name} {when.parent.name} {when.name[:8].replace('-', ':')}"
@@ -66,12 +68,19 @@ class MLflowSweepCallback(Callback):
         if not run_id or not _uses_mlflow(config):
             return
         lcfg = config.logger
+        sweep_dir = str(config.hydra.sweep.dir)
         try:
             client = mlflow_client(lcfg.get("tracking_uri"), lcfg.outputs_dir)
             children = client.search_runs([client.get_run(run_id).info.experiment_id],
                                           filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
-            failed = any(r.info.status == "FAILED" for r in children)
-            scored = [r for r in children if "val/best_loss" in r.data.metrics]
+            study = StudyRecord.read(sweep_dir)
+            # a search goes on past a failed trial (within hydra.sweeper.max_failure_rate): it finished
+            failed = study is None and any(r.info.status == "FAILED" for r in children)
+            if study is not None:
+                _summarise(client, run_id, study, sweep_dir)
+            # a pruned trial's best loss is from a shorter training: not comparable with the others
+            scored = [r for r in children if "val/best_loss" in r.data.metrics
+                      and r.data.tags.get(TRIAL_STATE_TAG) != "pruned"]
             if scored:  # the parent shows the sweep's outcome in the UI's run list
                 best = min(scored, key=lambda r: r.data.metrics["val/best_loss"])
                 client.log_metric(run_id, "val/best_loss", best.data.metrics["val/best_loss"])
@@ -80,6 +89,24 @@ class MLflowSweepCallback(Callback):
         except Exception as exc:  # noqa: BLE001 - the jobs are done; a store failure must not fail the sweep
             log.warning("could not close the sweep's parent run %s (%s); it stays RUNNING until "
                         "`sketchlab-runs --mark-dead`", run_id, exc)
+
+
+def _summarise(client: Any, run_id: str, study: StudyRecord, sweep_dir: str) -> None:
+    """The study's summary on the parent; a failure is logged, and the parent is still closed."""
+    try:
+        summary = summarise_study(client, run_id, study, sweep_dir)
+    except Exception as exc:  # noqa: BLE001 - the trials are in the store either way
+        log.warning("could not log study %s's summary on the sweep's parent run %s (%s)", study.study_name, run_id,
+                    exc)
+        return
+    log.info("study %s: %s", study.study_name,
+             ", ".join(f"{k.removeprefix('optuna/')} {v:g}" for k, v in summary["metrics"].items()))
+
+
+def sweep_arguments(config: DictConfig) -> list[str]:
+    """The sweep's overrides: ``hydra.sweeper.params`` (as ``key=value``) then the command line's."""
+    params = config.hydra.sweeper.get("params") or {}
+    return [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
 
 
 def parent_run_for_job(sweep_dir: str | None) -> str | None:

@@ -9,6 +9,12 @@ sees time only when ``time_dependent``. A linear read-out maps the position part
 
 The latent code rides along in the ODE state with zero derivative, as in the original: the adjoint
 method then returns its gradient with the initial state's.
+
+For the original's CNF term (``model/cnf.py``), :meth:`ODEDecoder.forward_with_logp` appends a
+log-density channel to the state with ``d log p/dt = -tr(∂f/∂state)``, the exact trace of the vector
+field's Jacobian in the evolving state (``tr(∂ acceleration/∂ velocity)`` for order 2, the position
+block adding nothing; the latent code is not part of the density's space, as in the original).
+Without it the solve is exactly the plain one.
 """
 
 from __future__ import annotations
@@ -56,6 +62,33 @@ class ODEDynamics(nn.Module):
         parts = ([driver] if self.order == 2 else []) + [change, torch.zeros_like(z)]
         return torch.cat(parts, dim=-1)
 
+    def forward_with_logp(self, t: Tensor, y: Tensor) -> Tensor:
+        """The field on ``[state, z, log p]``: as :meth:`forward`, plus ``d log p/dt = -tr(∂f/∂state)``."""
+        if not torch.compiler.is_compiling():
+            self.nfe += 1
+        h = self.n_hidden
+        driver = y[..., h:2 * h] if self.order == 2 else y[..., :h]
+        z = y[..., self.order * h:-1]
+        inputs = [driver, z]
+        if self.time_dependent:
+            inputs.append(torch.as_tensor(t, dtype=y.dtype, device=y.device).expand(*y.shape[:-1], 1))
+        change, trace = self.net.forward_with_trace(torch.cat(inputs, dim=-1), h)
+        parts = ([driver] if self.order == 2 else []) + [change.to(y.dtype), torch.zeros_like(z),
+                                                          -trace.to(y.dtype).unsqueeze(-1)]
+        return torch.cat(parts, dim=-1)
+
+
+class LogDensityField(nn.Module):
+    """``dynamics.forward_with_logp`` as a torchdiffeq vector field (its parameters are the dynamics'),
+    built per solve so the decoder's registered modules and state dict stay as they are."""
+
+    def __init__(self, dynamics: ODEDynamics) -> None:
+        super().__init__()
+        self.dynamics = dynamics
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        return self.dynamics.forward_with_logp(t, y)
+
 
 class ODEDecoder(nn.Module):
     """Latent (B, z) → outputs (B, N, n_outputs) at times (N,)."""
@@ -69,16 +102,30 @@ class ODEDecoder(nn.Module):
         self.dynamics = ODEDynamics(order, n_hidden, z_size, arch, omega, learn_omega, activation, time_dependent)
         self.readout = nn.Linear(n_hidden, n_outputs)
 
-    def states(self, z: Tensor, times: Tensor, solver: SolverConfig, plan: TimePlan | None = None) -> Tensor:
-        """The ODE state at each time, (N, B, order · hidden + z)."""
-        y0 = torch.cat([self.initial(z).to(z.dtype), z], dim=-1)
+    def states(self, z: Tensor, times: Tensor, solver: SolverConfig, plan: TimePlan | None = None,
+               logp: bool = False, init: Tensor | None = None) -> Tensor:
+        """The ODE state at each time, (N, B, order · hidden + z), from ``init`` (B, order · hidden)
+        (default: the linear map of ``z``), with a last log-density column if ``logp``."""
+        init = self.initial(z) if init is None else init
+        parts = [init.to(z.dtype), z]
+        if logp:
+            parts.append(z.new_zeros(*z.shape[:-1], 1))
+        y0 = torch.cat(parts, dim=-1)
+        field = LogDensityField(self.dynamics) if logp else self.dynamics
         if solver.fast:
             if plan is None:
                 raise ValueError("the fast backend needs a TimePlan")
-            return integrate_fixed(lambda step, stage, t, y: self.dynamics(t, y), y0, plan, solver.method)
+            return integrate_fixed(lambda step, stage, t, y: field(t, y), y0, plan, solver.method)
         odeint = torchdiffeq.odeint_adjoint if (solver.adjoint and torch.is_grad_enabled()) else torchdiffeq.odeint
-        return odeint(self.dynamics, y0, times.to(y0.dtype), **solver.torchdiffeq_kwargs())
+        return odeint(field, y0, times.to(y0.dtype), **solver.torchdiffeq_kwargs())
 
     def forward(self, z: Tensor, times: Tensor, solver: SolverConfig, plan: TimePlan | None = None) -> Tensor:
         position = self.states(z, times, solver, plan)[..., :self.n_hidden]
         return self.readout(position).transpose(0, 1)
+
+    def forward_with_logp(self, z: Tensor, times: Tensor, solver: SolverConfig,
+                          plan: TimePlan | None = None) -> tuple[Tensor, Tensor]:
+        """Outputs (B, N, n_outputs) as :meth:`forward`, and the trajectory's log-density change
+        ``log p(t) - log p(0) = -∫_0^t tr(∂f/∂state) ds`` at each time, (B, N)."""
+        states = self.states(z, times, solver, plan, logp=True)
+        return self.readout(states[..., :self.n_hidden]).transpose(0, 1), states[..., -1].transpose(0, 1)

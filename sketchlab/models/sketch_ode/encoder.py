@@ -72,14 +72,15 @@ class CDEEncoder(nn.Module):
         return torch.cat([curve, times.to(curve.dtype).expand(curve.shape[0], -1).unsqueeze(-1)], dim=-1)
 
     def hidden_path(self, curve: Tensor, times: Tensor, solver: SolverConfig, plan: TimePlan | None = None,
-                    derivative_operator: Tensor | None = None) -> Tensor:
-        """The CDE's hidden state at each time, (B, G, hidden).
+                    derivative_operator: Tensor | None = None, z0: Tensor | None = None) -> Tensor:
+        """The CDE's hidden state at each time, (B, G, hidden), from ``z0`` (B, hidden) (default: zeros).
 
         The fast backend needs ``plan`` and ``derivative_operator`` (:func:`spline_derivative_operator` at
         ``plan.stage_times``): the control's derivative at every stage is then one matrix product.
         """
         path = self.control_path(curve, times)
-        z0 = torch.zeros(curve.shape[0], self.n_hidden, dtype=path.dtype, device=path.device)
+        if z0 is None:
+            z0 = torch.zeros(curve.shape[0], self.n_hidden, dtype=path.dtype, device=path.device)
         if solver.fast:
             if plan is None or derivative_operator is None:
                 raise ValueError("the fast backend needs a TimePlan and the spline derivative operator")

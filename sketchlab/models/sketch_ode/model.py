@@ -5,8 +5,10 @@ A batch is ``{"curve": (B, G, 3), "times": (G,), "scale": (B,)}`` from
 sampled at shared times in ``[0, T]``. A Neural CDE encodes the curve to a latent code, a
 latent-conditioned second-order ODE decodes it (see ``encoder.py`` and ``decoder.py``), and the loss is
 the original's: smooth-L1 on the positions (summed over x, y, averaged over points and sketches) plus
-the pen's binary cross-entropy, and for the VAE a KL term with an annealed weight. (The original's
-optional CNF log-density term is left out: it only entered with the VAE and had no role in the paper.)
+the pen's binary cross-entropy, and for the VAE a KL term with an annealed weight. With ``cnf=True`` the
+original's CNF term joins it: ``-mean log p`` of the decoder's trajectory (the exact-trace log-density
+change along the solve, averaged over output times and sketches; see ``decoder.py``), weighted by the
+same annealed weight as the KL term, which the original shares between the two.
 
 Being continuous in time, the decoder draws at any resolution (``decode(z, n_points=...)``), its
 latent space interpolates (``interpolate``), and changing the decoder's frequency ω at test time
@@ -54,6 +56,16 @@ def kl_weight_at(step: int, weight: float, start: int, end: int, mode: str = "li
     return weight / (1.0 + math.exp(-x)) if x > -700 else 0.0
 
 
+def check_sizes_and_kl(n_hidden: int, z_size: int, kl_anneal: str, kl_weight: float) -> None:
+    """The checks every SketchODE-family model makes of its widths and KL settings."""
+    if n_hidden < 1 or z_size < 1:
+        raise ValueError(f"n_hidden and z_size must be positive, got {n_hidden}, {z_size}")
+    if kl_anneal not in KL_ANNEALING:
+        raise ValueError(f"unknown kl_anneal '{kl_anneal}'; choose one of {', '.join(KL_ANNEALING)}")
+    if kl_weight < 0:
+        raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
+
+
 class _Core(nn.Module):
     """Curve (+ VAE noise) → (prediction, mean[, log-variance]) on one fixed time grid: what CUDA graphs capture."""
 
@@ -63,7 +75,7 @@ class _Core(nn.Module):
         self.times, self.plan, self.operator = times, plan, operator
 
     def forward(self, curve: Tensor, eps: Tensor | None = None) -> tuple[Tensor, ...]:
-        pred, mu, logvar = self.model._run(curve, self.times, self.plan, self.operator, eps)
+        pred, mu, logvar, _ = self.model._run(curve, self.times, self.plan, self.operator, eps)
         return (pred, mu) if logvar is None else (pred, mu, logvar)
 
 
@@ -87,6 +99,9 @@ class SketchODE(SketchModel):
         spline_index_time: build the CDE's spline on index time and evaluate it on real time, as the
             original did (see ``encoder.py``).
         vae, kl_weight, kl_start, kl_end, kl_anneal: the optional VAE and its KL weight schedule.
+        cnf: add the original's CNF term (``model/cnf.py``), weighted by the KL schedule above (the
+            original's one annealed weight for both); training steps skip its solve while that weight
+            is 0, as the original does; evaluation always reports it. Off, nothing of it runs.
         pen_threshold: pen-up probability above which decoded samples count as travelling.
         cuda_graph: on CUDA, capture each training step's solve (forward and backward) in a CUDA graph
             (fast backend, float32; autocast falls back to eager).
@@ -101,22 +116,21 @@ class SketchODE(SketchModel):
                  rtol: float = 1e-4, atol: float = 1e-6, options: dict[str, Any] | None = None, adjoint: bool = False,
                  backend: str = "auto", spline_index_time: bool = False, vae: bool = False, kl_weight: float = 1.0,
                  kl_start: int = 5000, kl_end: int = 15000, kl_anneal: str = "linear", pen_threshold: float = 0.5,
-                 cuda_graph: bool = False) -> None:
+                 cuda_graph: bool = False, cnf: bool = False) -> None:
         super().__init__()
-        if n_hidden < 1 or z_size < 1:
-            raise ValueError(f"n_hidden and z_size must be positive, got {n_hidden}, {z_size}")
+        check_sizes_and_kl(n_hidden, z_size, kl_anneal, kl_weight)
         if n_points < 2 or t_max <= 0:
             raise ValueError(f"need n_points >= 2 and t_max > 0, got {n_points}, {t_max}")
-        if kl_anneal not in KL_ANNEALING:
-            raise ValueError(f"unknown kl_anneal '{kl_anneal}'; choose one of {', '.join(KL_ANNEALING)}")
-        if kl_weight < 0:
-            raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
         self._z_size = z_size
         self.n_points, self.t_max = n_points, float(t_max)
         self.solver = SolverConfig(method=method, step_size=step_size, rtol=rtol, atol=atol,
                                    options=dict(options) if options else None, adjoint=adjoint, backend=backend)
         if cuda_graph and not self.solver.fast:
             raise ValueError("cuda_graph needs the fast backend (a fixed-step method, adjoint off, no extra options)")
+        if cuda_graph and cnf:
+            raise ValueError("cnf does not run in CUDA graphs (its solve comes and goes with its weight); "
+                             "set model.net.cuda_graph=false with model.net.cnf=true")
+        self.cnf = cnf
         self.vae = vae
         self.kl_weight, self.kl_start, self.kl_end, self.kl_anneal = kl_weight, kl_start, kl_end, kl_anneal
         self.pen_threshold = pen_threshold
@@ -143,20 +157,25 @@ class SketchODE(SketchModel):
         return (key, *self._plans[key])
 
     def _run(self, curve: Tensor, times: Tensor, plan: TimePlan | None, operator: Tensor | None,
-             eps: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Encode and decode: (prediction (B, G, 3), latent mean, log-variance or None)."""
+             eps: Tensor | None = None, logp: bool = False) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Encode and decode: (prediction (B, G, 3), latent mean, log-variance or None, log-density
+        change (B, G) or None; the last only with ``logp``)."""
         mu, logvar = self.encoder(curve, times, self.solver, plan, operator)
         z = mu if (logvar is None or eps is None) else mu + eps * torch.exp(0.5 * logvar)
-        return self.decoder(z, times, self.solver, plan), mu, logvar
+        if logp:
+            pred, density = self.decoder.forward_with_logp(z, times, self.solver, plan)
+            return pred, mu, logvar, density
+        return self.decoder(z, times, self.solver, plan), mu, logvar, None
 
-    def _forward(self, curve: Tensor, times: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _forward(self, curve: Tensor, times: Tensor, eps: Tensor | None,
+                 logp: bool = False) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         if not self.solver.fast:
-            return self._run(curve, times, None, None, eps)
+            return self._run(curve, times, None, None, eps, logp)
         key, plan, operator = self._plan(times)
         use_graph = (self.cuda_graph and curve.is_cuda and self.training and torch.is_grad_enabled()
                      and not torch.is_autocast_enabled(curve.device.type))
         if not use_graph:
-            return self._run(curve, times, plan, operator, eps)
+            return self._run(curve, times, plan, operator, eps, logp)
         graph_key = (key, tuple(curve.shape), curve.dtype, eps is not None)
         graphed = self._graphs.get(graph_key)
         args = (curve,) if eps is None else (curve, eps)
@@ -165,7 +184,7 @@ class SketchODE(SketchModel):
                                                         allow_unused_input=True)
             self._graphs[graph_key] = graphed
         out = graphed(*args)
-        return out[0], out[1], (out[2] if len(out) > 2 else None)
+        return out[0], out[1], (out[2] if len(out) > 2 else None), None
 
     # -- training ---------------------------------------------------------------------------------
     @staticmethod
@@ -185,7 +204,9 @@ class SketchODE(SketchModel):
         eps = None
         if self.vae and self.training:
             eps = torch.randn(curve.shape[0], self.z_size, device=curve.device, dtype=curve.dtype)
-        pred, mu, logvar = self._forward(curve, times, eps)
+        weight = kl_weight_at(step, self.kl_weight, self.kl_start, self.kl_end, self.kl_anneal)
+        with_cnf = self.cnf and (weight > 0 or not self.training)
+        pred, mu, logvar, logp = self._forward(curve, times, eps, with_cnf)
         pred, target = pred.float(), curve.float()
         recon_xy = F.smooth_l1_loss(pred[..., :2], target[..., :2], reduction="none").sum(-1).mean()
         pen_bce = F.binary_cross_entropy_with_logits(pred[..., 2], target[..., 2])
@@ -193,8 +214,10 @@ class SketchODE(SketchModel):
         if logvar is not None:
             mu, logvar = mu.float(), logvar.float()
             kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
-            weight = kl_weight_at(step, self.kl_weight, self.kl_start, self.kl_end, self.kl_anneal)
             out.update(loss=out["loss"] + weight * kl, kl=kl, kl_weight=torch.tensor(weight, device=kl.device))
+        if logp is not None:
+            cnf = -logp.float().mean()  # the original's cnf_loss: over output times (t = 0 included) and sketches
+            out.update(loss=out["loss"] + weight * cnf, cnf=cnf, cnf_weight=torch.tensor(weight, device=cnf.device))
         return out
 
     # -- encoding and decoding --------------------------------------------------------------------

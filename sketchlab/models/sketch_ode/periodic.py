@@ -45,6 +45,14 @@ class PeriodicActivation(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self._fn(self.omega * x)
 
+    def value_and_slope(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``fn(ω·x)`` and its derivative in ``x`` (``-ω sin(ω·x)`` for cos, ``ω cos(ω·x)`` for sin)."""
+        omega = self.omega
+        wx = omega * x
+        if self.fn_name == "cos":
+            return torch.cos(wx), -omega * torch.sin(wx)
+        return torch.sin(wx), omega * torch.cos(wx)
+
     def extra_repr(self) -> str:
         return f"fn={self.fn_name}, omega={self.omega_max}, learnable={self.learnable}"
 
@@ -66,3 +74,35 @@ class PeriodicMLP(nn.Sequential):
 
     def activations(self) -> list[PeriodicActivation]:
         return [m for m in self if isinstance(m, PeriodicActivation)]
+
+    def forward_with_trace(self, x: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """The output (..., out) and the exact trace of its Jacobian in the first ``n`` inputs (...,).
+
+        Needs ``out == n`` (a square block). The Jacobian is ``W_L D_{L-1} W_{L-1} … D_1 W_1[:, :n]`` with
+        ``D_k`` the diagonal of activation slopes, and by the cyclic property its trace is that of
+        ``D_{L-1} W_{L-1} … D_1 C`` with ``C = W_1[:, :n] W_L``: per sample, one weighted sum over the first
+        two hidden layers (``Σ_jk d2_j W2_jk d1_k C_kj``) and a small matrix product for each deeper one,
+        instead of ``n`` backward passes. Differentiable, so it can be trained through.
+        """
+        linears = [m for m in self if isinstance(m, nn.Linear)]
+        if linears[-1].out_features != n or n > linears[0].in_features:
+            raise ValueError(f"the trace needs a square block: {n} inputs, {linears[-1].out_features} outputs")
+        slopes = []
+        h = x
+        for linear, activation in zip(linears[:-1], self.activations()):
+            h, slope = activation.value_and_slope(linear(h))
+            slopes.append(slope)
+        out = linears[-1](h)
+        w_in = linears[0].weight[:, :n]
+        if not slopes:  # a linear field: constant trace
+            return out, w_in.diagonal().sum().expand(out.shape[:-1])
+        c = w_in @ linears[-1].weight  # (first hidden, last hidden)
+        if len(slopes) == 1:
+            return out, (slopes[0] * c.diagonal()).sum(-1)
+        if len(slopes) == 2:  # Σ_k d1_k Σ_j d2_j (W2 ∘ Cᵀ)_jk
+            return out, ((slopes[1] @ (linears[1].weight * c.T)) * slopes[0]).sum(-1)
+        # deeper: carry the (hidden, last hidden) product D_k W_k … D_1 C per sample
+        m = slopes[1].unsqueeze(-1) * (linears[1].weight @ (slopes[0].unsqueeze(-1) * c))
+        for linear, slope in zip(linears[2:-1], slopes[2:]):
+            m = slope.unsqueeze(-1) * (linear.weight @ m)
+        return out, m.diagonal(dim1=-2, dim2=-1).sum(-1)
