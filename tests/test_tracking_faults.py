@@ -47,6 +47,21 @@ def test_sqlite_store_locked_at_start_up_fails_within_the_timeout(tmp_path):
         lock.close()
 
 
+def test_store_code_is_imported_before_the_start_up_clock_runs(tmp_path, monkeypatch):
+    """Importing MLflow's store code took 9 s on a loaded machine (the query 0.2 s): it must not count
+    against connect_timeout, or a healthy store is reported unavailable."""
+    from sketchlab.tracking import loggers
+
+    MLflowLogger("x", outputs_dir=tmp_path).finish()  # an existing store, so the check is timed
+    order = []
+    real_import, real_timed = loggers._import_store_code, loggers._call_with_timeout
+    monkeypatch.setattr(loggers, "_import_store_code", lambda uri: (order.append("import"), real_import(uri)))
+    monkeypatch.setattr(loggers, "_call_with_timeout",
+                        lambda fn, timeout: (order.append("timed"), real_timed(fn, timeout))[1])
+    MLflowLogger("x", outputs_dir=tmp_path).finish()
+    assert order == ["import", "timed"]
+
+
 def test_reopening_a_missing_run_says_so(tmp_path):
     MLflowLogger("x", outputs_dir=tmp_path).finish()
     with pytest.raises(ValueError, match="cannot reopen MLflow run 0123"):
