@@ -66,6 +66,19 @@ def check_sizes_and_kl(n_hidden: int, z_size: int, kl_anneal: str, kl_weight: fl
         raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
 
 
+def sample_latent(mu: Tensor, logvar: Tensor | None) -> Tensor:
+    """``mu + sigma * eps`` (the VAE's reparameterised draw); ``mu`` itself without a log-variance."""
+    return mu if logvar is None else mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+
+def add_kl(out: dict[str, Tensor], mu: Tensor, logvar: Tensor, weight: float) -> dict[str, Tensor]:
+    """Add ``weight`` x the KL to N(0, I) (mean over sketches and latent units) to ``out``'s loss."""
+    mu, logvar = mu.float(), logvar.float()
+    kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
+    out.update(loss=out["loss"] + weight * kl, kl=kl, kl_weight=torch.tensor(weight, device=kl.device))
+    return out
+
+
 class _Core(nn.Module):
     """Curve (+ VAE noise) → (prediction, mean[, log-variance]) on one fixed time grid: what CUDA graphs capture."""
 
@@ -212,9 +225,7 @@ class SketchODE(SketchModel):
         pen_bce = F.binary_cross_entropy_with_logits(pred[..., 2], target[..., 2])
         out = {"loss": recon_xy + pen_bce, "recon_xy": recon_xy, "pen_bce": pen_bce}
         if logvar is not None:
-            mu, logvar = mu.float(), logvar.float()
-            kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
-            out.update(loss=out["loss"] + weight * kl, kl=kl, kl_weight=torch.tensor(weight, device=kl.device))
+            add_kl(out, mu, logvar, weight)
         if logp is not None:
             cnf = -logp.float().mean()  # the original's cnf_loss: over output times (t = 0 included) and sketches
             out.update(loss=out["loss"] + weight * cnf, cnf=cnf, cnf_weight=torch.tensor(weight, device=cnf.device))
@@ -225,9 +236,7 @@ class SketchODE(SketchModel):
         curve, times = self._unpack(batch)
         _, plan, operator = self._plan(times) if self.solver.fast else (None, None, None)
         mu, logvar = self.encoder(curve, times, self.solver, plan, operator)
-        if sample and logvar is not None:
-            return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return mu
+        return sample_latent(mu, logvar) if sample else mu
 
     def time_grid(self, n_points: int | None = None, t_max: float | None = None) -> Tensor:
         """``n_points`` (default: the model's) times uniform in ``[0, t_max]`` (default: the model's T)."""

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from sketchlab.data.curves import curve_to_stroke3
 from sketchlab.models.base import Batch, SketchModel
-from sketchlab.models.sketch_ode.model import SketchODE, check_sizes_and_kl, kl_weight_at
+from sketchlab.models.sketch_ode.model import SketchODE, add_kl, check_sizes_and_kl, kl_weight_at, sample_latent
 
 
 class CurveRNN(SketchModel):
@@ -88,8 +88,8 @@ class CurveRNN(SketchModel):
 
     def encode(self, batch: Batch, sample: bool = False) -> Tensor:
         mu, logvar = self._encode(self._unpack(batch))
-        if sample and logvar is not None:
-            return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        if sample:
+            return sample_latent(mu, logvar)
         return mu
 
     # -- decoding ---------------------------------------------------------------------------------
@@ -139,9 +139,7 @@ class CurveRNN(SketchModel):
     def loss(self, batch: Batch, step: int = 0) -> dict[str, Tensor]:
         curve = self._unpack(batch)
         mu, logvar = self._encode(curve)
-        z = mu
-        if logvar is not None and self.training:
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        z = sample_latent(mu, logvar) if self.training else mu
         if self.training:
             pred = self.teacher_forced(z, curve)
         else:
@@ -153,8 +151,5 @@ class CurveRNN(SketchModel):
                                                      ).sum(1).mean() / n_points
         out = {"loss": recon_xy + pen_bce, "recon_xy": recon_xy, "pen_bce": pen_bce}
         if logvar is not None:
-            mu, logvar = mu.float(), logvar.float()
-            kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
-            weight = kl_weight_at(step, self.kl_weight, self.kl_start, self.kl_end, self.kl_anneal)
-            out.update(loss=out["loss"] + weight * kl, kl=kl, kl_weight=torch.tensor(weight, device=kl.device))
+            add_kl(out, mu, logvar, kl_weight_at(step, self.kl_weight, self.kl_start, self.kl_end, self.kl_anneal))
         return out

@@ -38,7 +38,7 @@ from sketchlab.data.strokewise import strokes_to_stroke3
 from sketchlab.models.base import Batch, SketchModel
 from sketchlab.models.sketch_ode.decoder import ODEDecoder
 from sketchlab.models.sketch_ode.encoder import CDEEncoder
-from sketchlab.models.sketch_ode.model import SketchODE, check_sizes_and_kl, kl_weight_at
+from sketchlab.models.sketch_ode.model import SketchODE, add_kl, check_sizes_and_kl, kl_weight_at, sample_latent
 from sketchlab.models.sketch_ode.solvers import SolverConfig
 
 
@@ -138,8 +138,8 @@ class StrokewiseSketchODE(SketchModel):
     def encode(self, batch: Batch, sample: bool = False) -> Tensor:
         strokes, n_strokes, times = self._unpack(batch)
         mu, logvar = self._encode(strokes, n_strokes, times)
-        if sample and logvar is not None:
-            return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        if sample:
+            return sample_latent(mu, logvar)
         return mu
 
     # -- decoding ---------------------------------------------------------------------------------
@@ -194,9 +194,7 @@ class StrokewiseSketchODE(SketchModel):
     def loss(self, batch: Batch, step: int = 0) -> dict[str, Tensor]:
         strokes, n_strokes, times = self._unpack(batch)
         mu, logvar = self._encode(strokes, n_strokes, times)
-        z = mu
-        if logvar is not None and self.training:
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        z = sample_latent(mu, logvar) if self.training else mu
         plan, _ = self._solver_plan(times)
         recon_sum = strokes.new_zeros(())
         finish_sum = strokes.new_zeros(())
@@ -215,8 +213,5 @@ class StrokewiseSketchODE(SketchModel):
         recon_xy, finish_ce = recon_sum / n_real, finish_sum / n_real
         out = {"loss": recon_xy + finish_ce, "recon_xy": recon_xy, "finish_ce": finish_ce}
         if logvar is not None:
-            mu, logvar = mu.float(), logvar.float()
-            kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
-            weight = kl_weight_at(step, self.kl_weight, self.kl_start, self.kl_end, self.kl_anneal)
-            out.update(loss=out["loss"] + weight * kl, kl=kl, kl_weight=torch.tensor(weight, device=kl.device))
+            add_kl(out, mu, logvar, kl_weight_at(step, self.kl_weight, self.kl_start, self.kl_end, self.kl_anneal))
         return out
