@@ -39,6 +39,16 @@ def data_root(tmp_path_factory) -> Path:
     return root if root.is_dir() else make_data_root(tmp_path_factory.mktemp("data"))
 
 
+@pytest.fixture
+def one_thread():
+    """For tests of thousands of tiny ops (ODE solves, recurrences): one thread is fastest, and OpenMP threads
+    that wait on each other slow every op by orders of magnitude when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -20,14 +20,7 @@ from sketchlab.models.sketch_ode.solvers import TABLEAUS, SolverConfig, TimePlan
 SMALL = dict(n_hidden=16, z_size=8, enc_arch=(16,), dec_arch=(16,), n_points=30)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These solves are thousands of tiny ops: one thread is fastest, and OpenMP threads that wait on each
-    other slow every op by orders of magnitude when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def toy_sketches(n: int = 3, seed: int = 0) -> list[np.ndarray]:

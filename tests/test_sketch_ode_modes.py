@@ -19,13 +19,7 @@ SMALL_SW = dict(n_hidden=16, z_size=8, enc_arch=(16,), dec_arch=(16,), n_points=
 SMALL_RNN = dict(n_hidden=16, z_size=8, n_points=20)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Thousands of tiny ops: one thread is fastest, and waits between threads are slow on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def toy_sketches(seed: int = 0) -> list[np.ndarray]:

@@ -24,13 +24,7 @@ from sketchlab.registry import build
 SMALL = dict(n_hidden=8, z_size=4, enc_arch=(8,), dec_arch=(8, 8), n_points=20)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Thousands of tiny ops: one thread is fastest, and is what a loaded CPU can give."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def make(**kw) -> SketchODE:
