@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test bench gpu-check ui ui-check clean
+.PHONY: setup train test test-all bench gpu-check ui ui-check clean
 
 # A virtual environment with sketchlab (editable) and its pinned dependencies. torch==2.13.0 is
 # pinned so pip takes the CPU wheel on a machine without a GPU instead of a multi-GB CUDA build.
@@ -24,8 +24,12 @@ train: $(STAMP)
 	if [ -f "$$root/vectormnist/vmnist.npz" ]; then $(VENV)/bin/sketchlab-train experiment=quickstart_ode; \
 	else echo "VectorMNIST is not under $$root (it has no public download): skipping the SketchODE stage"; fi
 
-# The test suite (what CI runs). Slow tests are included; GPU tests skip without CUDA.
+# The test suite (what CI runs): everything but the tests marked slow (long trainings, a wheel install, serving
+# over HTTP, the browser). GPU tests skip without CUDA. `make test-all` runs the slow ones too.
 test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

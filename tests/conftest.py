@@ -39,10 +39,12 @@ def data_root(tmp_path_factory) -> Path:
     return root if root.is_dir() else make_data_root(tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """For tests of thousands of tiny ops (ODE solves, recurrences): one thread is fastest, and OpenMP threads
-    that wait on each other slow every op by orders of magnitude when other processes share the cores."""
+    """One intra-op thread in the test process, as the trainer's ``threads: auto`` gives a CPU training: the
+    models are thousands of tiny ops (ODE stages, RNN steps), where OpenMP threads waiting on each other slow
+    every op by orders of magnitude once other processes share the cores (an in-process SketchODE sampling
+    test took 138 s so on a loaded 2-core machine)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

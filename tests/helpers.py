@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +35,43 @@ SHORT = ["trainer.max_steps=2", "trainer.val_every=2", "trainer.val_batches=1", 
          "trainer.ckpt_every=2", "trainer.progress=false", "visualize.n=2"]
 
 
-def train_env(tmp_path: Path, data: Path | None = None) -> dict[str, str]:
-    """The environment of a training subprocess: outputs under ``tmp_path``, data from ``data`` when given."""
+_TEMPLATE_STORE: Path | None = None
+
+
+def _template_store() -> Path:
+    """An empty MLflow sqlite store, made once per test session (its schema migrations take seconds)."""
+    global _TEMPLATE_STORE
+    if _TEMPLATE_STORE is None:
+        folder = tempfile.mkdtemp(prefix="sketchlab-store-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        db = Path(folder) / "mlflow.db"
+        MlflowClient(f"sqlite:///{db}").search_experiments()
+        _TEMPLATE_STORE = db
+    return _TEMPLATE_STORE
+
+
+def train_env(tmp_path: Path, data: Path | None = None, fresh_store: bool = False) -> dict[str, str]:
+    """The environment of a training subprocess: outputs under ``tmp_path``, data from ``data`` when given.
+
+    Its default store ``outputs/mlflow.db`` starts as a copy of an empty store, unless ``fresh_store``:
+    creating each one anew cost every training several seconds (alembic's migrations). The tests of
+    creating a store (races, timing) ask for a fresh one.
+    """
     env = {**os.environ, "SKETCHLAB_OUTPUTS": str(tmp_path / "outputs"), "HYDRA_FULL_ERROR": "0"}
     env.pop("MLFLOW_TRACKING_URI", None)
     if data is not None:
         env["SKETCHLAB_DATA"] = str(data)
+    store = tmp_path / "outputs" / "mlflow.db"
+    if not fresh_store and not store.exists():
+        store.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_template_store(), store)
     return env
 
 
-def train(tmp_path: Path, *overrides: str, check: bool = True, data: Path | None = None) -> subprocess.CompletedProcess:
+def train(tmp_path: Path, *overrides: str, check: bool = True, data: Path | None = None,
+          fresh_store: bool = False) -> subprocess.CompletedProcess:
     """Run ``scripts/train.py`` in ``tmp_path`` (made if missing; data root ``data``: the ``data_root`` fixture)."""
-    env = train_env(tmp_path, data)
+    env = train_env(tmp_path, data, fresh_store)
     tmp_path.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *overrides], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)

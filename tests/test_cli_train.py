@@ -62,7 +62,7 @@ def test_sweep_makes_parent_with_children(tmp_path, data_root):
 @pytest.mark.slow
 def test_parallel_sweep_with_joblib_on_fresh_store(tmp_path, data_root):
     train(tmp_path, "-m", "launcher=joblib", "hydra.launcher.n_jobs=2", *TINY_RNN, *SHORT,
-          "logger.experiment_name=j", "seed=1,2", data=data_root)
+          "logger.experiment_name=j", "seed=1,2", data=data_root, fresh_store=True)
     _, runs = runs_of(tmp_path, "j")
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
 

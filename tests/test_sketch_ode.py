@@ -20,9 +20,6 @@ from sketchlab.models.sketch_ode.solvers import TABLEAUS, SolverConfig, TimePlan
 SMALL = dict(n_hidden=16, z_size=8, enc_arch=(16,), dec_arch=(16,), n_points=30)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-
 def toy_sketches(n: int = 3, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     out = []

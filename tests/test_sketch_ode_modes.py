@@ -19,9 +19,6 @@ SMALL_SW = dict(n_hidden=16, z_size=8, enc_arch=(16,), dec_arch=(16,), n_points=
 SMALL_RNN = dict(n_hidden=16, z_size=8, n_points=20)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-
 def toy_sketches(seed: int = 0) -> list[np.ndarray]:
     """Sketches of 1, 3 and 2 strokes (stroke-3, random polylines)."""
     rng = np.random.default_rng(seed)

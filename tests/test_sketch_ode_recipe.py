@@ -24,9 +24,6 @@ from sketchlab.registry import build
 SMALL = dict(n_hidden=8, z_size=4, enc_arch=(8,), dec_arch=(8, 8), n_points=20)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-
 def make(**kw) -> SketchODE:
     torch.manual_seed(0)
     return SketchODE(**{**SMALL, **kw})
