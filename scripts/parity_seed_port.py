@@ -35,6 +35,7 @@ the freshly built model instance, and the scoring applies the patches that chang
   magenta's glorot uniform;
 - ``port-offset-loss``: train on the port's offset term, the exact log-density ``-logsumexp(log pi + log N)``
   with its covariance shrinkage 1e-6, instead of magenta's ``-log(sum pi N + 1e-6)`` (normalisation unchanged);
+- ``port-kl-weight``: the port's KL annealing, ``0.5 (1 - 0.99 R^step)``, instead of magenta's;
 - ``port-init``: start from the port's initial weights (the port's model built with the same seed, mapped
   onto sketchlab's layout; gate blocks i,f,o,g / i,f,g,o to magenta's i,j,f,o, output rows to magenta's
   order); the mapping is checked first (same mixture from the same weights, encoder forget bias 0).
@@ -69,7 +70,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # -- one-factor variants of sketchlab's training ----------------------------------------------------
 
-VARIANTS = ("enc-no-dropout", "enc-forget-bias-0", "torch-output-init", "port-offset-loss", "port-init")
+VARIANTS = ("enc-no-dropout", "enc-forget-bias-0", "torch-output-init", "port-offset-loss", "port-kl-weight",
+            "port-init")
 #: magenta's layer-norm epsilon (the port's own is 1e-5).
 LN_EPS_MAGENTA = 1e-3
 #: The port's covariance shrinkage (``hparams.reg_covar``).
@@ -113,6 +115,11 @@ def _port_offset_terms(mix: Any, target: torch.Tensor, mask_pen: bool) -> tuple[
     return offsets.mean(), pen.mean()
 
 
+def port_kl_weight_at(model: Any, step: int) -> float:
+    """The port's KLLoss weight at ``step``: ``kl_weight (1 - (1 - kl_weight_start) R^step)``."""
+    return model.kl_weight * (1 - (1 - model.kl_weight_start) * model.kl_decay_rate ** step)
+
+
 def sketchlab_child(variants: list[str], hydra_args: list[str]) -> None:
     """Run ``sketchlab-train`` with ``hydra_args``, its model patched by ``variants`` (see the docstring)."""
     from sketchlab.cli import train  # noqa: PLC0415
@@ -127,6 +134,8 @@ def sketchlab_child(variants: list[str], hydra_args: list[str]) -> None:
         apply_train_variants(self, variants)
 
     SketchRNN.__init__ = patched_init
+    if "port-kl-weight" in variants:
+        SketchRNN.kl_weight_at = port_kl_weight_at
     if "port-offset-loss" in variants:
         gmm.reconstruction_terms = _port_offset_terms
     sys.argv = [sys.argv[0], *hydra_args]
