@@ -23,6 +23,10 @@ def toy_sketches(seed: int = 0) -> list[np.ndarray]:
             for n in (1, 3, 2)]
 
 
+def double(batch: dict) -> dict:
+    return {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
+
+
 def loss_and_grads(model: torch.nn.Module, batch: dict, fused_on: bool) -> tuple[torch.Tensor, dict]:
     model.solver.fused = fused_on
     model.zero_grad()
@@ -58,7 +62,7 @@ def assert_same(a: tuple, b: tuple, rtol: float) -> None:
 def test_fused_equals_the_loop_in_float64(kw, monkeypatch):
     torch.manual_seed(0)
     model = SketchODE(**{**SMALL, **kw}).double()
-    batch = {k: (v.double() if v.is_floating_point() else v) for k, v in CurveCollate(n_points=12)(toy_sketches()).items()}
+    batch = double(CurveCollate(n_points=12)(toy_sketches()))
     calls = count_fused(monkeypatch)
     fused_run = loss_and_grads(model, batch, True)
     assert calls[0] == 2  # encoder and decoder
@@ -89,7 +93,7 @@ def test_strokewise_model_runs_fused_with_carried_states(monkeypatch):
     """The strokewise model hands states between solves (z0 and init that need gradients)."""
     torch.manual_seed(0)
     model = StrokewiseSketchODE(**{**SMALL, "n_points": 8}).double()
-    batch = {k: (v.double() if v.is_floating_point() else v) for k, v in StrokewiseCollate(n_points=8)(toy_sketches()).items()}
+    batch = double(StrokewiseCollate(n_points=8)(toy_sketches()))
     calls = count_fused(monkeypatch)
     fused_run = loss_and_grads(model, batch, True)
     assert calls[0] > 2

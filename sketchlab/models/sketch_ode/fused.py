@@ -3,12 +3,12 @@
 The plain fast loop (:func:`~sketchlab.models.sketch_ode.solvers.integrate_fixed`) leaves autograd a chain
 of small nodes per Runge-Kutta stage (slicing, concatenation, three linear layers, activations, stage
 additions) on tensors so small that per-op overhead, not arithmetic, takes most of the time, and its
-backward computes each weight's gradient with one small matrix product per stage. Here the forward runs without building a graph and keeps each stage's
-layer inputs and activations; the backward is the discrete adjoint of the Runge-Kutta scheme: per
-stage in reverse, the MLP's backward (one matrix product and one product with the precomputed
-activation slope per layer) and the tableau's few additions. What does not depend on the chain is
-batched over all stages: the activation slopes before it, every weight and bias gradient (one product
-over all stages per layer) and the latent code's gradient after it.
+backward computes each weight's gradient with one small matrix product per stage. Here the forward
+runs without building a graph and keeps each stage's layer inputs and activations; the backward is the
+discrete adjoint of the Runge-Kutta scheme: per stage in reverse, the MLP's backward (one matrix product
+and one product with the precomputed activation slope per layer) and the tableau's few additions. What
+does not depend on the chain is batched over all stages: the activation slopes before it, every weight
+and bias gradient (one product over all stages per layer) and the latent code's gradient after it.
 
 The forward is the loop's arithmetic op for op (same ``addmm``, same ``ω · x`` then ``cos``, same stage
 additions), so its values are the loop's; gradients agree to rounding (``tests/test_sketch_ode_fused.py``
