@@ -12,7 +12,10 @@ Variants:
   adjoint          torchdiffeq rk4, gradients by the adjoint method (odeint_adjoint / cdeint(adjoint=True)),
                    as the original code
   torchdiffeq      torchdiffeq rk4, direct backprop through its solver loop
-  fast             the model's own fixed-step rk4 loop with precomputed spline derivatives, direct backprop
+  fast-loop        the model's own fixed-step rk4 loop with precomputed spline derivatives, direct backprop
+                   through it (``fused=False``)
+  fast             the same solve as one autograd Function per solve with a hand-written backward (CPU;
+                   ``sketch_ode/fused.py``; elsewhere the same as fast-loop): the default
   fast-cudagraph   fast, with each step's forward and backward captured in CUDA graphs (CUDA only)
 
 Vector-field evaluations (NFE) are counted per step for the forward and the backward pass. Step times
@@ -46,6 +49,7 @@ from sketchlab.models.sketch_ode import SketchODE
 VARIANTS: dict[str, dict[str, Any]] = {
     "adjoint": {"backend": "torchdiffeq", "adjoint": True},
     "torchdiffeq": {"backend": "torchdiffeq", "adjoint": False},
+    "fast-loop": {"backend": "fast", "adjoint": False, "fused": False},
     "fast": {"backend": "fast", "adjoint": False},
     "fast-cudagraph": {"backend": "fast", "adjoint": False, "cuda_graph": True},
 }

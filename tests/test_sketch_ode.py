@@ -350,10 +350,12 @@ def test_benchmark_script_runs_small_on_cpu(tmp_path):
     report = bench.main(["--device", "cpu", "--batch-size", "2", "--n-points", "12", "--hidden", "8", "--z-size", "4",
                          "--steps", "3", "--warmup", "1", "--data", "synthetic", "--out", str(tmp_path / "b.json")])
     results = {r["variant"]: r for r in report["results"]}
-    assert set(results) == {"adjoint", "torchdiffeq", "fast"}
+    assert set(results) == {"adjoint", "torchdiffeq", "fast-loop", "fast"}
     assert results["adjoint"]["nfe_backward"] > 0 and results["fast"]["nfe_backward"] == 0
-    assert results["fast"]["nfe_forward"] == 2 * 11 * 4  # rk4: 4 evaluations a step, encoder and decoder
+    # rk4: 4 evaluations a step, encoder and decoder
+    assert results["fast"]["nfe_forward"] == results["fast-loop"]["nfe_forward"] == 2 * 11 * 4
     assert report["first_grad_rel_diff"]["fast vs torchdiffeq"] < 1e-4
+    assert report["first_grad_rel_diff"]["fast vs fast-loop"] < 1e-5
     assert (tmp_path / "b.json").is_file()
 
 

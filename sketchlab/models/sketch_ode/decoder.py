@@ -25,8 +25,9 @@ import torch
 import torchdiffeq
 from torch import Tensor, nn
 
+from sketchlab.models.sketch_ode.fused import fused_ode, fused_supported
 from sketchlab.models.sketch_ode.periodic import PeriodicActivation, PeriodicMLP
-from sketchlab.models.sketch_ode.solvers import SolverConfig, TimePlan, integrate_fixed
+from sketchlab.models.sketch_ode.solvers import SolverConfig, TimePlan, integrate_fixed, states_at_times
 
 ORDERS = (1, 2)
 
@@ -107,6 +108,14 @@ class ODEDecoder(nn.Module):
         """The ODE state at each time, (N, B, order · hidden + z), from ``init`` (B, order · hidden)
         (default: the linear map of ``z``), with a last log-density column if ``logp``."""
         init = self.initial(z) if init is None else init
+        if solver.fast and solver.fused and not logp and plan is not None and fused_supported(self.dynamics.net, z):
+            # the latent code stays out of the fused solve's state (its slope is 0); appended after, as the loop has it
+            dyn = self.dynamics
+            dyn.nfe += plan.stage_times.numel()
+            grid = fused_ode(dyn.net, init.to(z.dtype), z, plan, solver.method, dyn.order, dyn.n_hidden,
+                             dyn.time_dependent)
+            states = states_at_times(grid, plan)
+            return torch.cat([states, z.expand(len(states), *z.shape)], dim=-1)
         parts = [init.to(z.dtype), z]
         if logp:
             parts.append(z.new_zeros(*z.shape[:-1], 1))

@@ -20,8 +20,9 @@ import torch
 import torchcde
 from torch import Tensor, nn
 
+from sketchlab.models.sketch_ode.fused import fused_cde, fused_supported
 from sketchlab.models.sketch_ode.periodic import PeriodicMLP
-from sketchlab.models.sketch_ode.solvers import SolverConfig, TimePlan, integrate_fixed
+from sketchlab.models.sketch_ode.solvers import SolverConfig, TimePlan, integrate_fixed, states_at_times
 
 
 class CDEVectorField(nn.Module):
@@ -87,6 +88,11 @@ class CDEEncoder(nn.Module):
             n_steps, n_stages = plan.stage_times.shape
             control = torch.einsum("qg,bgc->bqc", derivative_operator.to(path.dtype), path)
             control = control.view(path.shape[0], n_steps, n_stages, path.shape[-1], 1)
+            if (solver.fused and fused_supported(self.field.net, z0, control)
+                    and not (control.requires_grad and torch.is_grad_enabled())):
+                self.field.nfe += n_steps * n_stages
+                grid = fused_cde(self.field.net, z0, control, plan, solver.method, self.n_hidden, path.shape[-1])
+                return states_at_times(grid, plan).transpose(0, 1)
 
             def stage_field(step: int, stage: int, t: Tensor, z: Tensor) -> Tensor:
                 return (self.field(t, z) @ control[:, step, stage]).squeeze(-1)

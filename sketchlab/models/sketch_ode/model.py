@@ -118,6 +118,8 @@ class SketchODE(SketchModel):
         pen_threshold: pen-up probability above which decoded samples count as travelling.
         cuda_graph: on CUDA, capture each training step's solve (forward and backward) in a CUDA graph
             (fast backend, float32; autocast falls back to eager).
+        fused: on the fast backend on a CPU, run each solve as one autograd Function with a hand-written
+            backward (``fused.py``; same values, gradients to rounding); False keeps the plain autograd loop.
     """
 
     conditional = True
@@ -129,7 +131,7 @@ class SketchODE(SketchModel):
                  rtol: float = 1e-4, atol: float = 1e-6, options: dict[str, Any] | None = None, adjoint: bool = False,
                  backend: str = "auto", spline_index_time: bool = False, vae: bool = False, kl_weight: float = 1.0,
                  kl_start: int = 5000, kl_end: int = 15000, kl_anneal: str = "linear", pen_threshold: float = 0.5,
-                 cuda_graph: bool = False, cnf: bool = False) -> None:
+                 cuda_graph: bool = False, cnf: bool = False, fused: bool = True) -> None:
         super().__init__()
         check_sizes_and_kl(n_hidden, z_size, kl_anneal, kl_weight)
         if n_points < 2 or t_max <= 0:
@@ -137,7 +139,8 @@ class SketchODE(SketchModel):
         self._z_size = z_size
         self.n_points, self.t_max = n_points, float(t_max)
         self.solver = SolverConfig(method=method, step_size=step_size, rtol=rtol, atol=atol,
-                                   options=dict(options) if options else None, adjoint=adjoint, backend=backend)
+                                   options=dict(options) if options else None, adjoint=adjoint, backend=backend,
+                                   fused=fused)
         if cuda_graph and not self.solver.fast:
             raise ValueError("cuda_graph needs the fast backend (a fixed-step method, adjoint off, no extra options)")
         if cuda_graph and cnf:

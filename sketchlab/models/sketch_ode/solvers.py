@@ -62,6 +62,8 @@ class SolverConfig:
             as the original); only on the torchdiffeq backend.
         backend: ``torchdiffeq``, ``fast`` (the fixed-step loop of this module; methods in
             :data:`TABLEAUS`, no adjoint, no extra options) or ``auto`` (fast when it can, else torchdiffeq).
+        fused: on the fast backend, run each solve whose field allows it as one autograd Function with a
+            hand-written backward (:mod:`sketchlab.models.sketch_ode.fused`; CPU); False keeps the plain loop.
     """
 
     method: str = "rk4"
@@ -71,6 +73,7 @@ class SolverConfig:
     options: Mapping[str, Any] | None = None
     adjoint: bool = False
     backend: str = "auto"
+    fused: bool = True
     fast: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -184,10 +187,15 @@ def integrate_fixed(stage_field: StageField, y0: Tensor, plan: TimePlan, method:
             if coef != 0.0:
                 y = torch.add(y, slope, alpha=h * coef)
         states.append(y)
-    grid_states = torch.stack(states)
+    return states_at_times(torch.stack(states), plan)
+
+
+def states_at_times(grid_states: Tensor, plan: TimePlan) -> Tensor:
+    """The states at ``plan.times`` (len(times), ...) from those at the grid's step boundaries, by torchdiffeq's
+    linear interpolation where an output time falls between them."""
     if plan.on_grid:
         return grid_states if len(plan.out_index) == len(grid_states) else grid_states[plan.out_index]
     lo = grid_states[plan.out_index]
     hi = grid_states[(plan.out_index + 1).clamp(max=len(grid_states) - 1)]
-    weight = plan.out_weight.to(lo.dtype).view(-1, *([1] * y0.ndim))
+    weight = plan.out_weight.to(lo.dtype).view(-1, *([1] * (grid_states.ndim - 1)))
     return lo + weight * (hi - lo)
