@@ -36,7 +36,7 @@ def test_model_settings_come_from_the_shipped_configs_with_the_benchmark_fixed_o
 
 
 @pytest.mark.parametrize("model", ["sketch_rnn", "sketch_ode"])
-def test_a_cell_builds_the_exact_batch_shape_and_reports_rate_and_memory(model, one_thread):
+def test_a_cell_builds_the_exact_batch_shape_and_reports_rate_and_memory(model):
     built, batch, clip = bench_scaling.build_cell(model, 3, 6, bench_scaling.parse_overrides(TINY)[model], 0,
                                                   bench_scaling.pick_device("cpu"))
     if model == "sketch_rnn":
@@ -49,7 +49,7 @@ def test_a_cell_builds_the_exact_batch_shape_and_reports_rate_and_memory(model, 
     assert row["peak_mem_mb"] == pytest.approx(row["peak_rss_mb"] - row["baseline_rss_mb"])
 
 
-def test_profile_lists_the_top_ops(one_thread):
+def test_profile_lists_the_top_ops():
     row = bench_scaling.run_cell(spec("sketch_ode", profile=True))
     top = row["profile"]["top"]
     assert 0 < len(top) <= 5 and "Self CPU" in row["profile"]["table"]

@@ -14,8 +14,6 @@ from sketchlab.models.sketch_ode.strokewise import StrokewiseSketchODE
 
 SMALL = dict(n_hidden=8, z_size=4, enc_arch=(8, 6), dec_arch=(8, 6), n_points=12)
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
 
 def toy_sketches(seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
