@@ -26,11 +26,14 @@ train: $(STAMP)
 
 # The test suite (what CI runs): everything but the tests marked slow (long trainings, a wheel install, serving
 # over HTTP, the browser). GPU tests skip without CUDA. `make test-all` runs the slow ones too.
+# Two pytest workers (each test file stays on one, so module fixtures run once): most tests drive training
+# subprocesses that use one thread each (trainer.threads=auto), so two keep both cores of a CI machine busy.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(PY) scripts/bench_sketch_rnn.py

@@ -212,6 +212,7 @@ def test_strokewise_overfits_a_few_real_vectormnist_digits(shared_data):
     assert min(losses[-5:]) < 0.3 * losses[0], losses
 
 
+@pytest.mark.slow  # 90-215 s on a busy 2-core machine: a long training
 def test_rnn_baseline_overfits_a_few_real_vectormnist_digits(shared_data):
     batch = CurveCollate(n_points=50)(vmnist_digits(shared_data))
     torch.manual_seed(0)
