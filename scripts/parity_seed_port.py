@@ -365,7 +365,10 @@ def train_sketchlab(cell: str, sizes: dict[str, Any], steps: int, seed: int, run
             f"data.batch_size={sizes['batch_size']}", f"data.max_seq_len={sizes['max_seq_len']}",
             f"trainer.max_steps={steps}", f"trainer.val_every={steps}",
             f"trainer.ckpt_every={steps}", "trainer.progress=false", "test_at_end=false", "logger=none",
-            "visualize.enabled=false", f"seed={seed}", f"hydra.run.dir={run_dir}"]
+            "visualize.enabled=false", f"seed={seed}", f"hydra.run.dir={run_dir}",
+            # the eager reference loop: the fused CPU path (fast=auto, the default) is the same maths but rounds
+            # differently, and the runs reported in the README were made on the eager loop
+            "model.net.fast=false"]
     env = dict(os.environ, SKETCHLAB_DATA=str(data_root), PARITY_SEED=str(seed),
                PARITY_PORT_SIZES=json.dumps({**sizes, "dec_model": cell}), PARITY_PORT_ROOT=str(port_root or ""))
     start = time.perf_counter()
