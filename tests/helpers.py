@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 from mlflow.tracking import MlflowClient
@@ -155,3 +156,19 @@ def make_data_root(root: Path, seed: int = 0) -> Path:
                         points=_object_array([digit_like(rng) for _ in split]),
                         labels=(np.arange(len(split)) % 10).astype(np.int8), split=split)
     return root
+
+
+def train_steps(model: Any, batch: dict, steps: int, lr: float = 3e-3,
+                record: Callable[[dict], Any] = lambda out: out["loss"]) -> list[float]:
+    """``steps`` Adam steps of ``model.loss(batch, step)`` on one batch; ``record(out)`` of each step, as floats."""
+    import torch
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for step in range(steps):
+        out = model.loss(batch, step)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        losses.append(float(record(out).detach()))
+    return losses

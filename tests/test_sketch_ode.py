@@ -9,6 +9,8 @@ import pytest
 import torch
 import torchdiffeq
 
+from helpers import train_steps
+
 from sketchlab.data.curves import CurveCollate
 from sketchlab.data.strokes import from_polylines, points_to_stroke3, to_polylines
 from sketchlab.models.sketch_ode import SketchODE
@@ -325,15 +327,8 @@ def test_overfits_a_few_real_vectormnist_digits(shared_data):
     batch = CurveCollate(n_points=50)(sketches)
     torch.manual_seed(0)
     model = SketchODE(n_points=50)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     start = time.perf_counter()
-    losses = []
-    for step in range(30):
-        out = model.loss(batch, step)
-        optimizer.zero_grad()
-        out["loss"].backward()
-        optimizer.step()
-        losses.append(float(out["loss"].detach()))
+    losses = train_steps(model, batch, 30)
     assert np.isfinite(losses).all()
     assert losses[-1] < 0.25 * losses[0], losses
     assert time.perf_counter() - start < 60

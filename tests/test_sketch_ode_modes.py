@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import train_steps
+
 from sketchlab.data.curves import CurveCollate
 from sketchlab.data.strokes import from_polylines, points_to_stroke3, to_polylines
 from sketchlab.data.strokewise import StrokewiseCollate, resample_stroke, stroke3_to_strokes, strokes_to_stroke3
@@ -43,18 +45,6 @@ def vmnist_digits(root, n_single: int = 4, n_multi: int = 4) -> list[np.ndarray]
     strokes = np.array([int(data["points"][i][:, 3].sum()) for i in picks])
     chosen = list(picks[strokes == 1][::37][:n_single]) + list(picks[strokes > 1][::11][:n_multi])
     return [points_to_stroke3(data["points"][i][:, [0, 1, 3]]) for i in chosen]
-
-
-def train_steps(model: torch.nn.Module, batch, steps: int, lr: float = 3e-3) -> list[float]:
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for step in range(steps):
-        out = model.loss(batch, step)
-        optimizer.zero_grad()
-        out["loss"].backward()
-        optimizer.step()
-        losses.append(float(out["loss"].detach()))
-    return losses
 
 
 # -- the strokewise data --------------------------------------------------------------------------

@@ -11,6 +11,8 @@ import torch
 import torchdiffeq
 from hydra import compose, initialize_config_dir
 
+from helpers import train_steps
+
 from sketchlab.config import config_dir
 from sketchlab.data.curves import ORIGINAL_JOIN_POINTS, CurveCollate, stroke3_to_curve
 from sketchlab.data.perlin import PerlinOriginalAugment, pnoise2
@@ -302,15 +304,7 @@ def test_vmnist_ode_original_experiment_sets_the_originals_recipe():
 def _train(sketches: list[np.ndarray], steps: int) -> list[float]:
     batch = CurveCollate(n_points=20, resample="index")(sketches)
     model = make(cnf=True, kl_weight=1e-3, kl_start=0, kl_end=10)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for step in range(steps):
-        out = model.loss(batch, step)
-        optimizer.zero_grad()
-        out["loss"].backward()
-        optimizer.step()
-        losses.append(float((out["recon_xy"] + out["pen_bce"]).detach()))
-    return losses
+    return train_steps(model, batch, steps, lr=1e-2, record=lambda out: out["recon_xy"] + out["pen_bce"])
 
 
 def test_short_overfit_with_cnf_and_index_time_on_vectormnist_is_deterministic(shared_data):
