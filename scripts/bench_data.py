@@ -15,13 +15,14 @@ blocks of batches (each a fresh stream), on one torch thread.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+
+from bench_report import args_config, write_report
 
 from sketchlab.config import config_dir, register_resolvers
 from sketchlab.factory import build_data
@@ -86,9 +87,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for d, row in r["rows"].items():
             print(f"| {r['experiment']} | {r['batch_size']} | {d} | {row['mean_wait_ms']:.2f} | "
                   f"{row['median_wait_ms']:.2f} | {row['max_wait_ms']:.2f} |")
-    if args.out:
-        args.out.write_text(json.dumps({"config": {k: str(v) for k, v in vars(args).items()}, "results": results},
-                                       indent=2))
+    write_report(args.out, {"config": args_config(args), "results": results})
     return results
 
 

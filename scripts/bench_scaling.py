@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime
-import json
 import multiprocessing
 import os
 import platform
@@ -47,6 +46,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_report import args_config, write_report  # noqa: E402
 from bench_sketch_ode import load_sketches  # noqa: E402
 from bench_sketch_rnn import StepTimer, synthetic_batch  # noqa: E402
 
@@ -288,17 +288,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     meta = {"date": datetime.date.today().isoformat(), "device": str(device), "device_name": name,
             "torch": torch.__version__, "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+            "config": args_config(args)}
     if not args.profile:
         print(f"\nTraining throughput on {name} ({device}), {args.threads or 'default'} torch thread(s), "
               f"median of {args.steps} steps after {args.warmup} warm-up; load average {os.getloadavg()[0]:.1f}")
         print(markdown_table(rows, device.type == "cuda"))
         meta["summary"] = scaling_summary(rows)
         print("\n".join(meta["summary"]))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({**meta, "results": rows}, indent=2))
-        print(f"wrote {args.out}")
+    write_report(args.out, {**meta, "results": rows})
     return {**meta, "results": rows}
 
 

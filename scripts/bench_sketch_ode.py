@@ -30,7 +30,6 @@ the shared data is there (``--data auto``), else random-walk sketches.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -39,6 +38,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from bench_report import args_config, write_report
 
 from sketchlab.data.curves import CurveCollate
 from sketchlab.data.strokes import points_to_stroke3
@@ -189,12 +190,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print("first-step gradient, relative difference: " + "; ".join(f"{k} {v:.2e}" for k, v in pairwise.items()))
     report = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "data": source, "first_grad_rel_diff": pairwise,
-              "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "results": results}
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.out}")
+              "config": args_config(args), "results": results}
+    write_report(args.out, report)
     return report
 
 

@@ -22,7 +22,6 @@ then ``--steps`` timed steps (CUDA events on a GPU); the median step time gives 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from bench_report import args_config, write_report
 
 from sketchlab.data.stroke5 import Stroke5Collate
 from sketchlab.engine.runtime import pick_device
@@ -164,12 +165,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         speedup = "-" if r["speedup_vs_eager"] is None else f"{r['speedup_vs_eager']:.2f}x"
         print(f"| {r['cell']:<10} | {r['mode']:<16} | {1000 * r['median_step_s']:9.1f} | "
               f"{r['sketches_per_s']:10.1f} | {speedup:>8} |")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        meta.update(device=str(device), device_name=name, torch=torch.__version__)
-        args.out.write_text(json.dumps({"config": meta, "results": results}, indent=2))
-        print(f"wrote {args.out}")
+    meta = {**args_config(args), "device": str(device), "device_name": name, "torch": torch.__version__}
+    write_report(args.out, {"config": meta, "results": results})
     return results
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_report import args_config, write_report  # noqa: E402
 from bench_sketch_rnn import synthetic_batch  # noqa: E402
 
 from sketchlab.models.sketch_rnn import SketchRNN  # noqa: E402
@@ -193,12 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
         cells = [f"{rows[n]['sketches_per_s']:.1f}" + ("" if n == "rfeinman" else
                                                         f" ({rows[n]['ratio_vs_rfeinman']:.2f}x)") for n in names]
         print(f"| {cell} | " + " | ".join(cells) + f" | {best:.2f}x |")
-    report = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "torch": torch.__version__, "results": results}
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.out}")
+    report = {"config": args_config(args), "torch": torch.__version__, "results": results}
+    write_report(args.out, report)
     return report
 
 
