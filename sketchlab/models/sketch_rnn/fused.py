@@ -49,20 +49,29 @@ def _forget_shift(forget_bias: float, like: Tensor) -> Tensor:
     return fb
 
 
-def _lstm_coefs(acts: Tensor, tanh_c: Tensor, c_prev: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+def _lstm_coefs(acts: Tensor, tanh_c: Tensor, c_prev: Tensor, keep: Tensor | None) -> Tensor:
     """The chain-independent factors of an LSTM's BPTT, for all steps at once.
 
     From the activations ``(T, B, 4, n)`` (sigmoid(i), tanh(j), sigmoid(f + forget_bias), sigmoid(o)),
-    ``tanh_c`` (the tanh of the memory, or of its layer norm) and the memory before each step:
-    ``d(c_new)/d(i, j, f)`` ``(T, B, 3, n)``, ``d(h_new)/d(o)`` and ``d(h_new)/d(tanh's input)``.
+    ``tanh_c`` (the tanh of the memory, or of its layer norm) and the memory before each step: one
+    ``(T, B, 5, n)`` buffer of ``d(c_new)/d(i, j, f)``, ``d(h_new)/d(o)`` and ``d(h_new)/d(tanh's input)``.
     """
-    si, tj, _, so = acts.unbind(2)
-    dsig = acts * (1 - acts)
-    cand = tj * keep if keep is not None else tj
-    coef_ijf = torch.stack([cand * dsig[:, :, 0],
-                            si * (keep if keep is not None else 1) * (1 - tj * tj),
-                            c_prev * dsig[:, :, 2]], dim=2)
-    return coef_ijf, tanh_c * dsig[:, :, 3], so * (1 - tanh_c * tanh_c)
+    # written into one buffer, no temporaries: on a CPU a fresh (T, B, ...) tensor costs page faults
+    si, tj, sf, so = acts.unbind(2)
+    steps, batch, _, n = acts.shape
+    coefs = acts.new_empty(steps, batch, 5, n)
+    ci, cj, cf, co, cc = coefs.unbind(2)
+    torch.addcmul(si, si, si, value=-1, out=ci).mul_(tj)  # sigmoid' = s (1 - s)
+    torch.mul(tj, tj, out=cj)
+    torch.addcmul(si, si, cj, value=-1, out=cj)  # si (1 - tanh^2)
+    if keep is not None:
+        ci.mul_(keep)
+        cj.mul_(keep)
+    torch.addcmul(sf, sf, sf, value=-1, out=cf).mul_(c_prev)
+    torch.addcmul(so, so, so, value=-1, out=co).mul_(tanh_c)
+    torch.mul(tanh_c, tanh_c, out=cc)
+    torch.addcmul(so, so, cc, value=-1, out=cc)
+    return coefs
 
 
 class _LNTape:
@@ -116,8 +125,9 @@ class _LNTape:
 
     def start_backward(self, cs: Tensor, keep: Tensor | None, gamma4: Tensor, gamma_c: Tensor) -> None:
         """The chain-independent factors for all steps; ``cs`` are the memories ``(T + 1, B, n)``, initial first."""
-        coef_ijf, coef_o, coef_c = _lstm_coefs(self.acts, self.tanh_c, cs[:-1], keep)
-        self.coef_ijf_t, self.coef_o_t, self.coef_c_t = coef_ijf.unbind(0), coef_o.unbind(0), coef_c.unbind(0)
+        self.coefs = _lstm_coefs(self.acts, self.tanh_c, cs[:-1], keep)
+        self.coef_ijf_t = self.coefs[:, :, :3].unbind(0)
+        self.coef_o_t, self.coef_c_t = self.coefs[:, :, 3].unbind(0), self.coefs[:, :, 4].unbind(0)
         self.sf_t = self.acts[:, :, 2].unbind(0)
         self.c_new = cs[1:]  # the memory before its layer norm is the stored state
         self.c_new_t = self.c_new.unbind(0)
@@ -139,12 +149,16 @@ class _LNTape:
         return d_raw, dc * self.sf_t[t]
 
     def ln_grads(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Gradients of the gates' gain and shift ``(4n,)`` and the memory's ``(n,)``, over all steps."""
-        xhat = (self.raw - self.ln_mean) * self.ln_rstd
-        c_hat = (self.c_new - self.c_mean) * self.c_rstd
+        """Gradients of the gates' gain and shift ``(4n,)`` and the memory's ``(n,)``, over all steps.
+
+        After the chain only: it overwrites the factors of :meth:`start_backward` (scratch space here).
+        """
         four_n = 4 * self.n
-        return ((self.d_gates * xhat).sum((0, 1)).reshape(four_n), self.d_gates.sum((0, 1)).reshape(four_n),
-                (self.d_chat * c_hat).sum((0, 1)), self.d_chat.sum((0, 1)))
+        scratch = self.coefs
+        xhat_d = torch.sub(self.raw, self.ln_mean, out=scratch[:, :, :4]).mul_(self.ln_rstd).mul_(self.d_gates)
+        chat_d = torch.sub(self.c_new, self.c_mean, out=scratch[:, :, 4]).mul_(self.c_rstd).mul_(self.d_chat)
+        return (xhat_d.sum((0, 1)).reshape(four_n), self.d_gates.sum((0, 1)).reshape(four_n),
+                chat_d.sum((0, 1)), self.d_chat.sum((0, 1)))
 
 
 class _FusedLSTM(torch.autograd.Function):
@@ -223,7 +237,8 @@ class _FusedLSTM(torch.autograd.Function):
             grads_ln: tuple = tape.ln_grads()
         else:
             acts, tanh_c = rest
-            coef_ijf, coef_o, coef_c = _lstm_coefs(acts, tanh_c, cs[:-1], keep)
+            coefs = _lstm_coefs(acts, tanh_c, cs[:-1], keep)
+            coef_ijf, coef_o, coef_c = coefs[:, :, :3], coefs[:, :, 3], coefs[:, :, 4]
             d_raw = acts.new_empty(steps, batch, 4, n)  # w.r.t. xp[t] + h @ W_hh
             d_raw_t, sf_t = d_raw.unbind(0), acts[:, :, 2].unbind(0)
             coef_o_t, coef_c_t, coef_ijf_t = coef_o.unbind(0), coef_c.unbind(0), coef_ijf.unbind(0)
@@ -270,9 +285,9 @@ class _FusedHyperLSTM(torch.autograd.Function):
         w_cat = torch.cat([hyper_w_h, hyper_w_hh])  # (n + m, 4m)
         w_z = torch.cat([zw_w, zb_w], dim=1)  # (m, 12 emb)
         b_z = torch.cat([zw_b, zw_b.new_zeros(4 * emb)])
-        w_ab = torch.cat([alpha_w, beta_w])  # (12, emb, n)
         z = new(steps, batch, 12 * emb)
-        ab = new(steps, 12, batch, n)  # alpha (x blocks, h blocks), beta
+        alpha = new(steps, 8, batch, n)  # x blocks, h blocks; block-major for the batched product
+        beta = new(4, batch, n)  # one step's (not needed by the backward)
         hh = new(steps, batch, 4 * n)  # h @ W_hh
         main, hyper = _LNTape.empty(steps, batch, n, xp), _LNTape.empty(steps, batch, m, xp)
         gamma4, beta4 = ln_all_gamma.view(4, n), ln_all_beta.view(4, n) + _forget_shift(forget_bias, xp)
@@ -281,7 +296,7 @@ class _FusedHyperLSTM(torch.autograd.Function):
         bias4 = bias.view(4, n)
         xh_t, hyper_xp_t = xp[:, :, :4 * n].unbind(0), xp[:, :, 4 * n:].unbind(0)
         hs_t, cs_t, hyper_cs_t = hs.unbind(0), cs.unbind(0), hyper_cs.unbind(0)
-        z_t, ab_t, hh_t = z.unbind(0), ab.unbind(0), hh.unbind(0)
+        z_t, alpha_t, hh_t = z.unbind(0), alpha.unbind(0), hh.unbind(0)
         keep_t = keep.unbind(0) if keep is not None else (None,) * steps
         for t in range(steps):
             s, s_new = hs_t[t], hs_t[t + 1]
@@ -289,14 +304,15 @@ class _FusedHyperLSTM(torch.autograd.Function):
             torch.addmm(hyper_xp_t[t], s, w_cat, out=hyper.raw_t[t].view(batch, 4 * m))
             hyper.forward_step(t, hyper_cs_t[t], None, h_gamma4, h_beta4, hyper_ln_c_gamma, hyper_ln_c_beta,
                                hyper_cs_t[t + 1], s_new[:, n:])
-            zt = torch.addmm(b_z, s_new[:, n:], w_z, out=z_t[t])
-            a = torch.bmm(zt.view(batch, 12, emb).transpose(0, 1), w_ab, out=ab_t[t]).transpose(0, 1)
+            zk = torch.addmm(b_z, s_new[:, n:], w_z, out=z_t[t]).view(batch, 12, emb).transpose(0, 1)
+            a = torch.bmm(zk[:8], alpha_w, out=alpha_t[t]).transpose(0, 1)
+            torch.bmm(zk[8:], beta_w, out=beta)
             hht = torch.mm(s[:, :n], w_hh, out=hh_t[t]).view(batch, 4, n)
-            g = torch.addcmul(a[:, 8:] + bias4, a[:, :4], xh_t[t].view(batch, 4, n))
-            torch.addcmul(g, a[:, 4:8], hht, out=main.raw_t[t])
+            g = torch.addcmul(beta.transpose(0, 1) + bias4, a[:, :4], xh_t[t].view(batch, 4, n))
+            torch.addcmul(g, a[:, 4:], hht, out=main.raw_t[t])
             main.forward_step(t, cs_t[t], keep_t[t], gamma4, beta4, ln_c_gamma, ln_c_beta, cs_t[t + 1], s_new[:, :n])
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(xp, keep, w_hh, w_cat, w_z, w_ab, hs, cs, hyper_cs, z, ab, hh, ln_all_gamma,
+        ctx.save_for_backward(xp, keep, w_hh, w_cat, w_z, alpha_w, beta_w, hs, cs, hyper_cs, z, alpha, hh, ln_all_gamma,
                               ln_c_gamma, hyper_ln_all_gamma, hyper_ln_c_gamma, *main.tensors(), *hyper.tensors())
         return hs[1:, :, :n], cs[1:], hs[1:, :, n:], hyper_cs[1:]
 
@@ -304,10 +320,11 @@ class _FusedHyperLSTM(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, d_hs: Tensor | None, d_cs: Tensor | None, d_hyper_hs: Tensor | None,
                  d_hyper_cs: Tensor | None) -> tuple:
-        (xp, keep, w_hh, w_cat, w_z, w_ab, hs, cs, hyper_cs, z, ab, hh, gamma, gamma_c, h_gamma, h_gamma_c,
-         *tapes) = ctx.saved_tensors
+        (xp, keep, w_hh, w_cat, w_z, alpha_w, beta_w, hs, cs, hyper_cs, z, alpha, hh, gamma, gamma_c, h_gamma,
+         h_gamma_c, *tapes) = ctx.saved_tensors
         steps, batch, width = xp.shape
-        n, m, emb = cs.shape[-1], hyper_cs.shape[-1], w_ab.shape[1]
+        n, m, emb = cs.shape[-1], hyper_cs.shape[-1], alpha_w.shape[1]
+        w_ab = torch.cat([alpha_w, beta_w])  # (12, emb, n)
         main, hyper = _LNTape(*tapes[:7]), _LNTape(*tapes[7:])
         main.start_backward(cs, keep, gamma.view(4, n), gamma_c)
         hyper.start_backward(hyper_cs, None, h_gamma.view(4, m), h_gamma_c)
@@ -319,7 +336,7 @@ class _FusedHyperLSTM(torch.autograd.Function):
         d_ab = xp.new_empty(12, batch, n)  # w.r.t. alpha, beta of one step
         dz_k = xp.new_empty(12, batch, emb)
         w_ab_t, w_z_t, w_cat_t, w_hh_t = w_ab.transpose(1, 2), w_z.t(), w_cat.t(), w_hh.t()
-        xh_k_t, hh_k_t, ab_t = xh_k.unbind(0), hh_k.unbind(0), ab.unbind(0)
+        xh_k_t, hh_k_t, alpha_t = xh_k.unbind(0), hh_k.unbind(0), alpha.unbind(0)
         d_z_t, d_hh_t = d_z.unbind(0), d_hh.unbind(0)
         grads_in = [g.unbind(0) if g is not None else None for g in (d_hs, d_cs, d_hyper_hs, d_hyper_cs)]
         dh, dc = cs.new_zeros(batch, n), cs.new_zeros(batch, n)
@@ -338,7 +355,7 @@ class _FusedHyperLSTM(torch.autograd.Function):
             torch.bmm(d_ab, w_ab_t, out=dz_k)
             d_z_t[t].view(batch, 12, emb).copy_(dz_k.transpose(0, 1))
             dhh = torch.addmm(dhh, d_z_t[t], w_z_t)
-            torch.mul(d_raw, ab_t[t][4:8].transpose(0, 1), out=d_hh_t[t])
+            torch.mul(d_raw, alpha_t[t][4:].transpose(0, 1), out=d_hh_t[t])
             d_hyper_raw, dhc = hyper.backward_step(t, dhh, dhc)
             d_s = d_hyper_raw.view(batch, 4 * m) @ w_cat_t  # w.r.t. [h, hyper_h] before the step
             dh = torch.addmm(d_s[:, :n], d_hh_t[t].view(batch, 4 * n), w_hh_t)
@@ -346,20 +363,23 @@ class _FusedHyperLSTM(torch.autograd.Function):
         rows = steps * batch
         d_graw = main.d_raw  # w.r.t. the main gates before their layer norm
         d_xp = xp.new_empty(steps, batch, width)
-        torch.mul(d_graw, ab[:, :4].transpose(1, 2), out=d_xp[:, :, :4 * n].view(steps, batch, 4, n))
+        torch.mul(d_graw, alpha[:, :4].transpose(1, 2), out=d_xp[:, :, :4 * n].view(steps, batch, 4, n))
         d_xp[:, :, 4 * n:] = hyper.d_raw.view(steps, batch, 4 * m)
         d_w_hh = hs[:-1, :, :n].reshape(rows, n).t() @ d_hh.view(rows, 4 * n)
         d_bias = d_graw.sum((0, 1)).reshape(4 * n)
-        d_ab_all = xp.new_empty(12, steps, batch, n)
-        d_graw_k = d_graw.permute(2, 0, 1, 3)
-        torch.mul(d_graw_k, xh_k.transpose(0, 1), out=d_ab_all[:4])
-        torch.mul(d_graw_k, hh_k.transpose(0, 1), out=d_ab_all[4:8])
-        d_ab_all[8:] = d_graw_k
-        d_w_ab = torch.bmm(z.view(rows, 12, emb).permute(1, 2, 0), d_ab_all.view(12, rows, n))
+        # alpha_w, beta_w: per group of 4 blocks, [zw, zb]^T (4, emb, TB) @ d(alpha | beta) (4, TB, n)
+        z_k = z.view(rows, 12, emb).permute(1, 2, 0)
+        d_w_ab = xp.new_empty(12, emb, n)
+        main_ln = main.ln_grads()
+        prod = torch.mul(d_graw, xh_k.transpose(1, 2), out=main.d_gates)  # its last use was ln_grads
+        torch.bmm(z_k[:4], prod.view(rows, 4, n).transpose(0, 1), out=d_w_ab[:4])
+        torch.mul(d_graw, hh.view(steps, batch, 4, n), out=prod)
+        torch.bmm(z_k[4:8], prod.view(rows, 4, n).transpose(0, 1), out=d_w_ab[4:8])
+        torch.bmm(z_k[8:], d_graw.view(rows, 4, n).transpose(0, 1), out=d_w_ab[8:])
         d_w_z = hs[1:, :, n:].reshape(rows, m).t() @ d_z.view(rows, 12 * emb)
         d_zw_b = d_z.view(rows, 12 * emb)[:, :8 * emb].sum(0)
         d_w_cat = hs[:-1].reshape(rows, n + m).t() @ hyper.d_raw.view(rows, 4 * m)
-        return (d_xp, dh, dc, dhh, dhc, None, None, None, d_w_hh, d_bias, *main.ln_grads(),
+        return (d_xp, dh, dc, dhh, dhc, None, None, None, d_w_hh, d_bias, *main_ln,
                 d_w_cat[:n], d_w_cat[n:], *hyper.ln_grads(),
                 d_w_z[:, :8 * emb], d_zw_b, d_w_z[:, 8 * emb:], d_w_ab[:8], d_w_ab[8:])
 
