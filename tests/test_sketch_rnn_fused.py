@@ -1,4 +1,4 @@
-"""The fused lstm/layer_norm/hyper recurrences (one autograd Function each, hand-written backward) against the eager loop."""
+"""The fused lstm/layer_norm/hyper recurrences (one autograd Function each, hand-written backward) against eager."""
 
 import pytest
 import torch

@@ -264,8 +264,9 @@ class _FusedHyperLSTM(torch.autograd.Function):
     Layouts: the main and hyper ``h`` side by side in one ``(T + 1, B, n + m)`` buffer, so that one
     product with ``[hyper W_xh's h-rows; hyper W_hh]`` feeds the small network (and one with its
     transpose goes back); the embeddings ``zw`` (8 blocks) and ``zb`` (4) as one ``(B, 12 emb)``
-    product of ``[zw_w, zb_w]``; ``alpha`` and ``beta`` block-major ``(12, B, n)``, one ``bmm``
-    with ``[alpha_w; beta_w]`` ``(12, emb, n)``.
+    product of ``[zw_w, zb_w]``; ``alpha`` ``(8, B, n)`` and ``beta`` ``(4, B, n)`` block-major, one
+    ``bmm`` each (only alpha is kept for the backward, which goes back through both with one ``bmm``
+    of ``[alpha_w; beta_w]``).
     """
 
     @staticmethod
@@ -312,8 +313,9 @@ class _FusedHyperLSTM(torch.autograd.Function):
             torch.addcmul(g, a[:, 4:], hht, out=main.raw_t[t])
             main.forward_step(t, cs_t[t], keep_t[t], gamma4, beta4, ln_c_gamma, ln_c_beta, cs_t[t + 1], s_new[:, :n])
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(xp, keep, w_hh, w_cat, w_z, alpha_w, beta_w, hs, cs, hyper_cs, z, alpha, hh, ln_all_gamma,
-                              ln_c_gamma, hyper_ln_all_gamma, hyper_ln_c_gamma, *main.tensors(), *hyper.tensors())
+        ctx.save_for_backward(xp, keep, w_hh, w_cat, w_z, alpha_w, beta_w, hs, cs, hyper_cs, z, alpha, hh,
+                              ln_all_gamma, ln_c_gamma, hyper_ln_all_gamma, hyper_ln_c_gamma,
+                              *main.tensors(), *hyper.tensors())
         return hs[1:, :, :n], cs[1:], hs[1:, :, n:], hyper_cs[1:]
 
     @staticmethod
