@@ -3,7 +3,7 @@
 
 Models (sizes from the shipped ``sketchlab/conf/model/*.yaml``, so the defaults are what a training runs):
   sketch_rnn   Sketch-RNN, ``dec_model=layer_norm``, magenta's enc 256 / dec 512 / z 128 / 20 mixtures,
-               recurrent dropout on, ``fast="auto"`` (on a CPU: the fused lstm/layer_norm recurrence of
+               recurrent dropout on, ``fast="auto"`` (on a CPU: the fused recurrence of
                ``sketchlab/models/sketch_rnn/fused.py``). Length = the padded sequence length (the recurrence
                runs every step of it, as magenta pads every batch to ``max_seq_len``).
   sketch_ode   SketchODE on the ``fast`` fixed-step RK4 backend, hidden 64, z 48 (on a CPU each solve is one

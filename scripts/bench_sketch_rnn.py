@@ -7,7 +7,7 @@ batch 100, length 250, encoder 256, decoder 512, z 128, 20 components, recurrent
 
 Modes:
   eager            the reference Python loop (``fast=False``)
-  auto             ``fast="auto"`` (the default config): on a CPU the fused lstm/layer_norm recurrence, else as fast
+  auto             ``fast="auto"`` (the default config): on a CPU the fused recurrence (every cell), else as fast
   fast             ``fast=True``: native LSTM kernel (cuDNN) where the maths allows, else torch.compile'd steps
   fast-cudagraphs  ``fast=True, compile_mode="reduce-overhead"`` (CUDA graphs; CUDA only)
 

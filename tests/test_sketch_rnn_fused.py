@@ -1,4 +1,4 @@
-"""The fused lstm/layer_norm recurrence (one autograd Function, hand-written backward) against the eager loop."""
+"""The fused lstm/layer_norm/hyper recurrences (one autograd Function each, hand-written backward) against eager."""
 
 import pytest
 import torch
@@ -14,37 +14,53 @@ def _grads(module, loss):
     return torch.autograd.grad(loss, params, allow_unused=True)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "layer_norm"])
+HYPER = dict(hyper_num_units=6, hyper_embedding_size=3)
+
+
+def _cell(kind, input_size, hidden, recurrent_dropout=0.0):
+    return make_cell(kind, input_size, hidden, recurrent_dropout, **(HYPER if kind == "hyper" else {}))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "layer_norm", "hyper"])
 @pytest.mark.parametrize("with_lengths", [False, True])
 def test_fused_run_matches_the_loop_in_float64(kind, with_lengths):
     torch.manual_seed(0)
-    cell = make_cell(kind, 5, 8, recurrent_dropout=0.3).double().train()
+    cell = _cell(kind, 5, 8, recurrent_dropout=0.3).double().train()
+    if kind == "hyper":  # away from magenta's init (beta_w = zw_w = 0), so every path carries gradient
+        with torch.no_grad():
+            for p in cell.parameters():
+                p.add_(0.3 * torch.randn_like(p))
     x = torch.randn(7, 3, 5, dtype=torch.float64)
-    h0, c0 = (torch.randn(3, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    flat = torch.randn(3, cell.state_size, dtype=torch.float64)
+    state0 = tuple(s.clone().requires_grad_() for s in cell.state_from_flat(flat))  # (h, c[, hyper_h, hyper_c])
     lengths = torch.tensor([7, 2, 5]) if with_lengths else None
     out_w = torch.randn(7, 3, 8, dtype=torch.float64)
+    state_w = [torch.randn_like(s) for s in state0]
     results = []
     for run in ("loop", "fused"):
         torch.manual_seed(1)  # the same dropout masks
         if run == "loop":
-            out, (h, c) = run_loop(cell, x, (h0, c0), lengths=lengths)
+            out, state = run_loop(cell, x, state0, lengths=lengths)
         else:
-            out, (h, c) = fused_run(cell, x, (h0, c0), lengths)
-        loss = (out * out_w).sum() + (h ** 2).sum() + (c * 0.3).sum()
-        grads = torch.autograd.grad(loss, [*cell.parameters(), h0, c0])
-        results.append((out.detach(), h.detach(), c.detach(), grads))
-    (o1, h1, c1, g1), (o2, h2, c2, g2) = results
-    for a, b in [(o1, o2), (h1, h2), (c1, c2), *zip(g1, g2)]:
+            out, state = fused_run(cell, x, state0, lengths)
+        assert len(state) == len(state0)
+        # every final state enters the loss (squared for h: a gradient that depends on the value)
+        loss = (out * out_w).sum() + (state[0] ** 2).sum() + sum((s * w).sum() for s, w in zip(state, state_w))
+        grads = torch.autograd.grad(loss, [*cell.parameters(), *state0])
+        results.append((out.detach(), [s.detach() for s in state], grads))
+    (o1, s1, g1), (o2, s2, g2) = results
+    assert all(g.abs().sum() > 0 for g in g1)  # nothing is compared vacuously
+    for a, b in [(o1, o2), *zip(s1, s2), *zip(g1, g2)]:
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("dec", ["lstm", "layer_norm"])
-def test_fast_auto_model_loss_and_every_gradient_match_eager(dec):
+def _model_losses(dec, dtype=torch.float32):
+    """Loss and every parameter's gradient of a tiny SketchRNN (encoder and decoder ``dec``), eager and auto."""
     models = {}
     for fast in (False, "auto"):
         torch.manual_seed(0)
         models[fast] = SketchRNN(enc_rnn_size=6, dec_rnn_size=10, z_size=4, num_mixture=3, enc_model=dec,
-                                 dec_model=dec, max_seq_len=12, fast=fast).train()
+                                 dec_model=dec, max_seq_len=12, fast=fast, **HYPER).train().to(dtype)
     assert models["auto"].decoder.path() == "fused" and models["auto"].enc_fw.path() == "fused"
     assert models[False].decoder.path() == "eager"
     strokes = torch.zeros(4, 13, 5)
@@ -55,24 +71,46 @@ def test_fast_auto_model_loss_and_every_gradient_match_eager(dec):
         strokes[b, 1:n + 1, :2] = torch.randn(int(n), 2)
         strokes[b, 1:n + 1, 2] = 1
         strokes[b, n + 1:, 4] = 1
-    batch = {"strokes": strokes, "lengths": lengths}
+    batch = {"strokes": strokes.to(dtype), "lengths": lengths}
     out = {}
     for fast, model in models.items():
         torch.manual_seed(3)  # same dropout masks and z noise
         loss = model.loss(batch, step=10)["loss"]
+        assert loss.dtype == dtype
         out[fast] = (loss.detach(), _grads(model, loss))
-    # the model computes in float32 (it casts the batch); float64 agreement is checked above
+    assert all(g is not None for g in out["auto"][1])  # every parameter is reached
+    return out
+
+
+@pytest.mark.parametrize("dec", ["lstm", "layer_norm", "hyper"])
+def test_fast_auto_model_loss_and_every_gradient_match_eager(dec):
+    out = _model_losses(dec)
+    # float32: the fused paths group some sums differently from the loop, so equal to rounding
     torch.testing.assert_close(out["auto"][0], out[False][0], rtol=1e-6, atol=0)
     for a, b in zip(out["auto"][1], out[False][1]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_fast_auto_keeps_eager_for_hyper_and_under_autocast_and_rejects_bad_values():
-    hyper = CellRunner(make_cell("hyper", 5, 8, hyper_num_units=4, hyper_embedding_size=2), fast="auto")
-    assert hyper.path() == "eager"
+@pytest.mark.parametrize("dec", ["lstm", "layer_norm", "hyper"])
+def test_fast_auto_model_matches_eager_in_float64(dec, monkeypatch):
+    # the model casts its batch and mixture parameters to float32 with .float(); made a no-op here so
+    # that the whole model (encoder, decoder, mixture loss) runs in float64
+    monkeypatch.setattr(torch.Tensor, "float", lambda self: self)
+    out = _model_losses(dec, torch.float64)
+    torch.testing.assert_close(out["auto"][0], out[False][0], rtol=1e-12, atol=0)
+    for a, b in zip(out["auto"][1], out[False][1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_fast_auto_picks_fused_for_every_cell_but_not_under_autocast_and_rejects_bad_values():
+    for kind in ("lstm", "layer_norm", "hyper"):
+        assert CellRunner(_cell(kind, 5, 8), fast="auto").path() == "fused"
     lstm = CellRunner(make_cell("lstm", 5, 8), fast="auto")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert lstm.path() == "eager"
+    hyper = CellRunner(_cell("hyper", 5, 8), fast="auto")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert hyper.path() == "eager"
     assert lstm.path() == "fused"
     assert CellRunner(make_cell("lstm", 5, 8), fast="false").path() == "eager"
     assert CellRunner(make_cell("lstm", 5, 8), fast=True).train().path() == "native"  # True: the GPU paths

@@ -1,18 +1,22 @@
-"""The whole recurrence of magenta's LSTMCell / LayerNormLSTMCell as one autograd Function.
+"""The whole recurrence of magenta's LSTMCell / LayerNormLSTMCell / HyperLSTMCell as one autograd Function.
 
-The eager loop leaves a chain of ~20 small autograd nodes per step, and its backward computes the
-recurrent weight's gradient with one small matrix product per step. Here the forward runs without
-building a graph, keeping each step's activations in preallocated ``(T, ...)`` buffers, and the
-hand-written backward (BPTT) does per step only what the chain needs: a few element-wise products,
-the layer-norm backward and one ``dgates @ W_hh^T``. Everything that does not depend on the chain
-(activation derivatives) is computed for all steps at once before it, and the parameter gradients
-(``W_hh``, the layer-norm gains and shifts) are batched products over all steps after it.
+The eager loop leaves a chain of ~20 small autograd nodes per step (more for the HyperLSTM), and its
+backward computes the recurrent weights' gradients with small matrix products per step. Here the
+forward runs without building a graph, keeping each step's activations in preallocated ``(T, ...)``
+buffers, and the hand-written backward (BPTT) does per step only what the chain needs: a few
+element-wise products, the layer-norm backward and the products with the transposed recurrent weights
+(for the HyperLSTM also the two small ones back through its embeddings). Everything that does not
+depend on the chain (activation derivatives) is computed for all steps at once before it, and the
+parameter gradients (recurrent weights, the HyperLSTM's embedding weights, the layer-norm gains and
+shifts) are batched products over all steps after it.
 
 The maths is the cell's ``step`` exactly (same gate order ``i, j, f, o``, forget bias, recurrent
-dropout on the candidate with the masks drawn up front, layer norm with epsilon 1e-3, the state
-at each sequence's last step as its final state), so losses and gradients agree with the eager loop to rounding
-(``tests/test_sketch_rnn_fused.py`` checks this in float64). Not for autocast: the runner falls back
-to the loop there.
+dropout on the (main) candidate with the masks drawn up front, layer norm with epsilon 1e-3, the
+state at each sequence's last step as its final state), so losses and gradients agree with the eager
+loop to rounding (``tests/test_sketch_rnn_fused.py`` checks this in float64). The HyperLSTM's sums are
+grouped differently from its ``step`` (one product for both recurrent inputs of its small network, the
+bias added before the gate terms), so in float32 the two paths agree to rounding, not bit for bit.
+Not for autocast: the runner falls back to the loop there.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from sketchlab.models.sketch_rnn.cells import LN_EPS, LayerNormLSTMCell, LSTMCell, MagentaCell, State
+from sketchlab.models.sketch_rnn.cells import (LN_EPS, HyperLSTMCell, LayerNormLSTMCell, LSTMCell, MagentaCell,
+                                               State)
 
-FUSED_CELLS = (LSTMCell, LayerNormLSTMCell)
+FUSED_CELLS = (LSTMCell, LayerNormLSTMCell, HyperLSTMCell)
 
 
 def supports_fused(cell: MagentaCell) -> bool:
-    """Whether :func:`fused_run` can run ``cell`` (plain and layer-norm LSTMs; not the HyperLSTM)."""
+    """Whether :func:`fused_run` can run ``cell`` (magenta's three cells, not subclasses of them)."""
     return type(cell) in FUSED_CELLS
 
 
@@ -35,6 +40,125 @@ def _ln_backward(grad: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, n: int) ->
     """Gradient of a layer norm without affine over the last ``n`` features, w.r.t. its input."""
     return torch.ops.aten.native_layer_norm_backward(grad, x, [n], mean, rstd, None, None,
                                                      [True, False, False])[0]
+
+
+def _forget_shift(forget_bias: float, like: Tensor) -> Tensor:
+    """``(4, 1)``: the forget bias on the ``f`` block, zero elsewhere (to fold into a per-gate shift)."""
+    fb = torch.zeros(4, 1, dtype=like.dtype, device=like.device)
+    fb[2] = forget_bias
+    return fb
+
+
+def _lstm_coefs(acts: Tensor, tanh_c: Tensor, c_prev: Tensor, keep: Tensor | None) -> Tensor:
+    """The chain-independent factors of an LSTM's BPTT, for all steps at once.
+
+    From the activations ``(T, B, 4, n)`` (sigmoid(i), tanh(j), sigmoid(f + forget_bias), sigmoid(o)),
+    ``tanh_c`` (the tanh of the memory, or of its layer norm) and the memory before each step: one
+    ``(T, B, 5, n)`` buffer of ``d(c_new)/d(i, j, f)``, ``d(h_new)/d(o)`` and ``d(h_new)/d(tanh's input)``.
+    """
+    # written into one buffer, no temporaries: on a CPU a fresh (T, B, ...) tensor costs page faults
+    si, tj, sf, so = acts.unbind(2)
+    steps, batch, _, n = acts.shape
+    coefs = acts.new_empty(steps, batch, 5, n)
+    ci, cj, cf, co, cc = coefs.unbind(2)
+    torch.addcmul(si, si, si, value=-1, out=ci).mul_(tj)  # sigmoid' = s (1 - s)
+    torch.mul(tj, tj, out=cj)
+    torch.addcmul(si, si, cj, value=-1, out=cj)  # si (1 - tanh^2)
+    if keep is not None:
+        ci.mul_(keep)
+        cj.mul_(keep)
+    torch.addcmul(sf, sf, sf, value=-1, out=cf).mul_(c_prev)
+    torch.addcmul(so, so, so, value=-1, out=co).mul_(tanh_c)
+    torch.mul(tanh_c, tanh_c, out=cc)
+    torch.addcmul(so, so, cc, value=-1, out=cc)
+    return coefs
+
+
+class _LNTape:
+    """One layer-norm LSTM over a sequence: its per-step record in ``(T, ...)`` buffers, the forward
+    step that fills them, and the BPTT pieces that read them (per-step chain, batched parameter grads).
+
+    The caller writes each step's gate pre-activations into ``raw[t]`` (how they are formed is the
+    cell's business) and keeps the state buffers; the tape does the rest of magenta's step.
+    """
+
+    def __init__(self, raw: Tensor, ln_mean: Tensor, ln_rstd: Tensor, acts: Tensor, c_mean: Tensor,
+                 c_rstd: Tensor, tanh_c: Tensor) -> None:
+        self.raw, self.ln_mean, self.ln_rstd, self.acts = raw, ln_mean, ln_rstd, acts
+        self.c_mean, self.c_rstd, self.tanh_c = c_mean, c_rstd, tanh_c
+        self.n = raw.shape[-1]
+        # unbound once: indexing a buffer per step costs more than the views
+        self.raw_t, self.acts_t, self.tanh_c_t = raw.unbind(0), acts.unbind(0), tanh_c.unbind(0)
+        self.ln_mean_t, self.ln_rstd_t = ln_mean.unbind(0), ln_rstd.unbind(0)
+        self.c_mean_t, self.c_rstd_t = c_mean.unbind(0), c_rstd.unbind(0)
+
+    @classmethod
+    def empty(cls, steps: int, batch: int, n: int, like: Tensor) -> _LNTape:
+        new = like.new_empty
+        return cls(new(steps, batch, 4, n), new(steps, batch, 4, 1), new(steps, batch, 4, 1),
+                   new(steps, batch, 4, n), new(steps, batch, 1), new(steps, batch, 1), new(steps, batch, n))
+
+    def tensors(self) -> list[Tensor]:
+        """What to save for the backward (in the order of the constructor)."""
+        return [self.raw, self.ln_mean, self.ln_rstd, self.acts, self.c_mean, self.c_rstd, self.tanh_c]
+
+    def forward_step(self, t: int, c: Tensor, keep: Tensor | None, gamma4: Tensor, beta4: Tensor,
+                     gamma_c: Tensor, beta_c: Tensor, c_out: Tensor, h_out: Tensor) -> None:
+        """Step ``t`` from ``raw[t]`` and the memory ``c``: the new memory into ``c_out``, h into ``h_out``.
+
+        ``beta4`` is the gates' shift with the forget bias already added to its ``f`` block.
+        """
+        n, a = self.n, self.acts_t[t]
+        xhat, mean, rstd = torch.native_layer_norm(self.raw_t[t], [n], None, None, LN_EPS)
+        self.ln_mean_t[t].copy_(mean)
+        self.ln_rstd_t[t].copy_(rstd)
+        g = torch.addcmul(beta4, xhat, gamma4)
+        torch.sigmoid(g, out=a)
+        torch.tanh(g[:, 1], out=a[:, 1])  # the candidate's block
+        si, tj, sf, so = a.unbind(1)
+        cand = tj * keep if keep is not None else tj
+        c = torch.addcmul(c * sf, si, cand, out=c_out)
+        c_hat, mean, rstd = torch.native_layer_norm(c, [n], gamma_c, beta_c, LN_EPS)
+        self.c_mean_t[t].copy_(mean)
+        self.c_rstd_t[t].copy_(rstd)
+        torch.mul(torch.tanh(c_hat, out=self.tanh_c_t[t]), so, out=h_out)
+
+    def start_backward(self, cs: Tensor, keep: Tensor | None, gamma4: Tensor, gamma_c: Tensor) -> None:
+        """The chain-independent factors for all steps; ``cs`` are the memories ``(T + 1, B, n)``, initial first."""
+        self.coefs = _lstm_coefs(self.acts, self.tanh_c, cs[:-1], keep)
+        self.coef_ijf_t = self.coefs[:, :, :3].unbind(0)
+        self.coef_o_t, self.coef_c_t = self.coefs[:, :, 3].unbind(0), self.coefs[:, :, 4].unbind(0)
+        self.sf_t = self.acts[:, :, 2].unbind(0)
+        self.c_new = cs[1:]  # the memory before its layer norm is the stored state
+        self.c_new_t = self.c_new.unbind(0)
+        self.gamma4, self.gamma_c = gamma4, gamma_c
+        self.d_gates = torch.empty_like(self.acts)  # w.r.t. the gates after the layer norm (for its gain)
+        self.d_chat = torch.empty_like(self.tanh_c)  # w.r.t. the memory's layer-norm output
+        self.d_raw = torch.empty_like(self.raw)  # w.r.t. the gate pre-activations
+        self.d_gates_t, self.d_chat_t, self.d_raw_t = (b.unbind(0) for b in (self.d_gates, self.d_chat, self.d_raw))
+
+    def backward_step(self, t: int, dh: Tensor, dc: Tensor) -> tuple[Tensor, Tensor]:
+        """From the gradients w.r.t. step ``t``'s new h and c: ``(d raw[t] (B, 4, n), d c before step t)``."""
+        n, dg = self.n, self.d_gates_t[t]
+        torch.mul(dh, self.coef_o_t[t], out=dg[:, 3])
+        dch = torch.mul(dh, self.coef_c_t[t], out=self.d_chat_t[t])
+        dc = dc + _ln_backward(dch * self.gamma_c, self.c_new_t[t], self.c_mean_t[t], self.c_rstd_t[t], n)
+        torch.mul(self.coef_ijf_t[t], dc.unsqueeze(1), out=dg[:, :3])
+        d_raw = self.d_raw_t[t]
+        d_raw.copy_(_ln_backward(dg * self.gamma4, self.raw_t[t], self.ln_mean_t[t], self.ln_rstd_t[t], n))
+        return d_raw, dc * self.sf_t[t]
+
+    def ln_grads(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Gradients of the gates' gain and shift ``(4n,)`` and the memory's ``(n,)``, over all steps.
+
+        After the chain only: it overwrites the factors of :meth:`start_backward` (scratch space here).
+        """
+        four_n = 4 * self.n
+        scratch = self.coefs
+        xhat_d = torch.sub(self.raw, self.ln_mean, out=scratch[:, :, :4]).mul_(self.ln_rstd).mul_(self.d_gates)
+        chat_d = torch.sub(self.c_new, self.c_mean, out=scratch[:, :, 4]).mul_(self.c_rstd).mul_(self.d_chat)
+        return (xhat_d.sum((0, 1)).reshape(four_n), self.d_gates.sum((0, 1)).reshape(four_n),
+                chat_d.sum((0, 1)), self.d_chat.sum((0, 1)))
 
 
 class _FusedLSTM(torch.autograd.Function):
@@ -50,55 +174,40 @@ class _FusedLSTM(torch.autograd.Function):
         new = xp.new_empty
         hs, cs = new(steps + 1, batch, n), new(steps + 1, batch, n)  # states, the initial one first
         hs[0], cs[0] = h0, c0
-        acts = new(steps, batch, 4, n)  # sigmoid(i), tanh(j), sigmoid(f + forget_bias), sigmoid(o)
-        tanh_c = new(steps, batch, n)
-        fb = torch.zeros(4, 1, dtype=xp.dtype, device=xp.device)
-        fb[2] = forget_bias
+        hs_t, cs_t = hs.unbind(0), cs.unbind(0)
+        keep_t = keep.unbind(0) if keep is not None else (None,) * steps
+        fb = _forget_shift(forget_bias, xp)
         if ln:
-            raw = new(steps, batch, 4, n)  # gate pre-activations before the layer norm
-            ln_mean, ln_rstd = new(steps, batch, 4, 1), new(steps, batch, 4, 1)
-            c_mean, c_rstd = new(steps, batch, 1), new(steps, batch, 1)
+            tape = _LNTape.empty(steps, batch, n, xp)
             gamma4 = ln_all_gamma.view(4, n)
             beta4 = ln_all_beta.view(4, n) + fb  # the forget bias folded into the shift
-            raw_t = raw.view(steps, batch, four_n).unbind(0)
-            ln_mean_t, ln_rstd_t, c_mean_t, c_rstd_t = (b.unbind(0) for b in (ln_mean, ln_rstd, c_mean, c_rstd))
             xp_t = xp.unbind(0)
+            h = h0
+            for t in range(steps):
+                torch.addmm(xp_t[t], h, w_hh, out=tape.raw_t[t].view(batch, four_n))
+                tape.forward_step(t, cs_t[t], keep_t[t], gamma4, beta4, ln_c_gamma, ln_c_beta,
+                                  cs_t[t + 1], hs_t[t + 1])
+                h = hs_t[t + 1]
+            saved = [w_hh, hs, cs, keep, ln_all_gamma, ln_c_gamma, *tape.tensors()]
         else:
+            acts = new(steps, batch, 4, n)  # sigmoid(i), tanh(j), sigmoid(f + forget_bias), sigmoid(o)
+            tanh_c = new(steps, batch, n)
+            acts_t, tanh_c_t = acts.unbind(0), tanh_c.unbind(0)
             # the forget bias folded into the input projection
             xp_t = xp.view(steps, batch, 4, n).add(fb).view(steps, batch, four_n).unbind(0)
-        hs_t, cs_t, acts_t, tanh_c_t = hs.unbind(0), cs.unbind(0), acts.unbind(0), tanh_c.unbind(0)
-        keep_t = keep.unbind(0) if keep is not None else None
-        h, c = h0, c0
-        for t in range(steps):
-            a = acts_t[t]
-            if ln:
-                g = torch.addmm(xp_t[t], h, w_hh, out=raw_t[t]).view(batch, 4, n)
-                xhat, mean, rstd = torch.native_layer_norm(g, [n], None, None, LN_EPS)
-                ln_mean_t[t].copy_(mean)
-                ln_rstd_t[t].copy_(rstd)
-                g = torch.addcmul(beta4, xhat, gamma4)
-                torch.sigmoid(g, out=a)
-                torch.tanh(g[:, 1], out=a[:, 1])  # the candidate's block has no forget bias
-            else:
+            h, c = h0, c0
+            for t in range(steps):
+                a = acts_t[t]
                 g = torch.addmm(xp_t[t], h, w_hh).view(batch, 4, n)
                 torch.sigmoid(g, out=a)
                 torch.tanh(g[:, 1], out=a[:, 1])
-            si, tj, sf, so = a.unbind(1)
-            cand = tj * keep_t[t] if keep_t is not None else tj
-            c = torch.addcmul(c * sf, si, cand, out=cs_t[t + 1])
-            if ln:
-                c_hat, mean, rstd = torch.native_layer_norm(c, [n], ln_c_gamma, ln_c_beta, LN_EPS)
-                c_mean_t[t].copy_(mean)
-                c_rstd_t[t].copy_(rstd)
-                tc = torch.tanh(c_hat, out=tanh_c_t[t])
-            else:
-                tc = torch.tanh(c, out=tanh_c_t[t])
-            h = torch.mul(tc, so, out=hs_t[t + 1])
+                si, tj, sf, so = a.unbind(1)
+                cand = tj * keep_t[t] if keep_t[t] is not None else tj
+                c = torch.addcmul(c * sf, si, cand, out=cs_t[t + 1])
+                h = torch.mul(torch.tanh(c, out=tanh_c_t[t]), so, out=hs_t[t + 1])
+            saved = [w_hh, hs, cs, keep, acts, tanh_c]
         ctx.ln = ln
         ctx.set_materialize_grads(False)  # unused outputs (the encoder's) get no zero gradients
-        saved = [w_hh, hs, cs, acts, tanh_c, keep]
-        if ln:
-            saved += [raw, ln_mean, ln_rstd, c_mean, c_rstd, ln_all_gamma, ln_c_gamma]
         ctx.save_for_backward(*saved)
         return hs[1:], cs[1:]
 
@@ -106,85 +215,210 @@ class _FusedLSTM(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, d_hs: Tensor | None, d_cs: Tensor | None) -> tuple:
         ln = ctx.ln
-        w_hh, hs, cs, acts, tanh_c, keep, *rest = ctx.saved_tensors
-        steps, batch, _, n = acts.shape
-        si, tj, sf, so = acts.unbind(2)
-        # every factor that does not depend on the chain, for all steps at once
-        dsig = acts * (1 - acts)
-        cand = tj * keep if keep is not None else tj
-        coef_ijf = torch.stack([cand * dsig[:, :, 0],
-                                si * (keep if keep is not None else 1) * (1 - tj * tj),
-                                cs[:-1] * dsig[:, :, 2]], dim=2)  # d(c_new)/d(i, j, f pre-activations)
-        coef_o = tanh_c * dsig[:, :, 3]  # d(h_new)/d(o pre-activation)
-        coef_c = so * (1 - tanh_c * tanh_c)  # d(h_new)/d(tanh's input)
-        d_gates = acts.new_empty(steps, batch, 4, n)  # w.r.t. the gates (after the layer norm, if any)
-        if ln:
-            raw, ln_mean, ln_rstd, c_mean, c_rstd, gamma, gamma_c = rest
-            gamma4 = gamma.view(4, n)
-            d_chat = torch.empty_like(tanh_c)  # w.r.t. the memory's layer-norm output, for its gain
-            d_raw = acts.new_empty(steps, batch, 4, n)  # w.r.t. xp[t] + h @ W_hh
-            # the memory before the layer norm is the stored state (no freezing inside this Function)
-            c_new = cs[1:]
-        else:
-            d_raw = d_gates
+        w_hh, hs, cs, keep, *rest = ctx.saved_tensors
+        steps, batch, n = cs.shape[0] - 1, cs.shape[1], cs.shape[2]
         w_t = w_hh.t()
         dh = hs.new_zeros(batch, n)
         dc = hs.new_zeros(batch, n)
         d_hs_t = d_hs.unbind(0) if d_hs is not None else None
         d_cs_t = d_cs.unbind(0) if d_cs is not None else None
-        d_gates_t, d_raw_t, sf_t = d_gates.unbind(0), d_raw.unbind(0), sf.unbind(0)
-        coef_o_t, coef_c_t, coef_ijf_t = coef_o.unbind(0), coef_c.unbind(0), coef_ijf.unbind(0)
-        for t in range(steps - 1, -1, -1):
-            if d_hs_t is not None:
-                dh = dh + d_hs_t[t]
-            if d_cs_t is not None:
-                dc = dc + d_cs_t[t]
-            dg = d_gates_t[t]
-            torch.mul(dh, coef_o_t[t], out=dg[:, 3])
-            if ln:
-                dch = torch.mul(dh, coef_c_t[t], out=d_chat[t])
-                dc = dc + _ln_backward(dch * gamma_c, c_new[t], c_mean[t], c_rstd[t], n)
-            else:
-                dc = torch.addcmul(dc, dh, coef_c_t[t])
-            torch.mul(coef_ijf_t[t], dc.unsqueeze(1), out=dg[:, :3])
-            dc = dc * sf_t[t]
-            if ln:
-                d_raw_t[t].copy_(_ln_backward(dg * gamma4, raw[t], ln_mean[t], ln_rstd[t], n))
-            dh = d_raw_t[t].view(batch, 4 * n) @ w_t
-        flat_raw = d_raw.view(steps * batch, 4 * n)
-        d_w = hs[:-1].reshape(steps * batch, n).t() @ flat_raw
-        d_xp = d_raw.view(steps, batch, 4 * n)
-        grads_ln: tuple = (None, None, None, None)
         if ln:
-            xhat = (raw - ln_mean) * ln_rstd
-            c_hat = (c_new - c_mean) * c_rstd
-            grads_ln = ((d_gates * xhat).sum((0, 1)).reshape(4 * n), d_gates.sum((0, 1)).reshape(4 * n),
-                        (d_chat * c_hat).sum((0, 1)), d_chat.sum((0, 1)))
-        return (d_xp, dh, dc, d_w, None, None, *grads_ln)
+            gamma, gamma_c, *tensors = rest
+            tape = _LNTape(*tensors)
+            tape.start_backward(cs, keep, gamma.view(4, n), gamma_c)
+            for t in range(steps - 1, -1, -1):
+                if d_hs_t is not None:
+                    dh = dh + d_hs_t[t]
+                if d_cs_t is not None:
+                    dc = dc + d_cs_t[t]
+                d_raw_t, dc = tape.backward_step(t, dh, dc)
+                dh = d_raw_t.view(batch, 4 * n) @ w_t
+            d_raw = tape.d_raw
+            grads_ln: tuple = tape.ln_grads()
+        else:
+            acts, tanh_c = rest
+            coefs = _lstm_coefs(acts, tanh_c, cs[:-1], keep)
+            coef_ijf, coef_o, coef_c = coefs[:, :, :3], coefs[:, :, 3], coefs[:, :, 4]
+            d_raw = acts.new_empty(steps, batch, 4, n)  # w.r.t. xp[t] + h @ W_hh
+            d_raw_t, sf_t = d_raw.unbind(0), acts[:, :, 2].unbind(0)
+            coef_o_t, coef_c_t, coef_ijf_t = coef_o.unbind(0), coef_c.unbind(0), coef_ijf.unbind(0)
+            for t in range(steps - 1, -1, -1):
+                if d_hs_t is not None:
+                    dh = dh + d_hs_t[t]
+                if d_cs_t is not None:
+                    dc = dc + d_cs_t[t]
+                dg = d_raw_t[t]
+                torch.mul(dh, coef_o_t[t], out=dg[:, 3])
+                dc = torch.addcmul(dc, dh, coef_c_t[t])
+                torch.mul(coef_ijf_t[t], dc.unsqueeze(1), out=dg[:, :3])
+                dc = dc * sf_t[t]
+                dh = dg.view(batch, 4 * n) @ w_t
+            grads_ln = (None, None, None, None)
+        d_w = hs[:-1].reshape(steps * batch, n).t() @ d_raw.view(steps * batch, 4 * n)
+        return (d_raw.view(steps, batch, 4 * n), dh, dc, d_w, None, None, *grads_ln)
+
+
+class _FusedHyperLSTM(torch.autograd.Function):
+    """Outputs ``(hs, cs, hyper_hs, hyper_cs)``: the states after every step, ``(T, B, size)`` each.
+
+    Layouts: the main and hyper ``h`` side by side in one ``(T + 1, B, n + m)`` buffer, so that one
+    product with ``[hyper W_xh's h-rows; hyper W_hh]`` feeds the small network (and one with its
+    transpose goes back); the embeddings ``zw`` (8 blocks) and ``zb`` (4) as one ``(B, 12 emb)``
+    product of ``[zw_w, zb_w]``; ``alpha`` ``(8, B, n)`` and ``beta`` ``(4, B, n)`` block-major, one
+    ``bmm`` each (only alpha is kept for the backward, which goes back through both with one ``bmm``
+    of ``[alpha_w; beta_w]``).
+    """
+
+    @staticmethod
+    def forward(ctx, xp: Tensor, h0: Tensor, c0: Tensor, hyper_h0: Tensor, hyper_c0: Tensor, keep: Tensor | None,
+                forget_bias: float, hyper_forget_bias: float, w_hh: Tensor, bias: Tensor,
+                ln_all_gamma: Tensor, ln_all_beta: Tensor, ln_c_gamma: Tensor, ln_c_beta: Tensor,
+                hyper_w_h: Tensor, hyper_w_hh: Tensor, hyper_ln_all_gamma: Tensor, hyper_ln_all_beta: Tensor,
+                hyper_ln_c_gamma: Tensor, hyper_ln_c_beta: Tensor,
+                zw_w: Tensor, zw_b: Tensor, zb_w: Tensor, alpha_w: Tensor, beta_w: Tensor) -> tuple[Tensor, ...]:
+        steps, batch, _ = xp.shape
+        n, m, emb = h0.shape[-1], hyper_h0.shape[-1], alpha_w.shape[1]
+        new = xp.new_empty
+        hs = new(steps + 1, batch, n + m)  # [h, hyper_h], the initial state first
+        hs[0, :, :n], hs[0, :, n:] = h0, hyper_h0
+        cs, hyper_cs = new(steps + 1, batch, n), new(steps + 1, batch, m)
+        cs[0], hyper_cs[0] = c0, hyper_c0
+        w_cat = torch.cat([hyper_w_h, hyper_w_hh])  # (n + m, 4m)
+        w_z = torch.cat([zw_w, zb_w], dim=1)  # (m, 12 emb)
+        b_z = torch.cat([zw_b, zw_b.new_zeros(4 * emb)])
+        z = new(steps, batch, 12 * emb)
+        alpha = new(steps, 8, batch, n)  # x blocks, h blocks; block-major for the batched product
+        beta = new(4, batch, n)  # one step's (not needed by the backward)
+        hh = new(steps, batch, 4 * n)  # h @ W_hh
+        main, hyper = _LNTape.empty(steps, batch, n, xp), _LNTape.empty(steps, batch, m, xp)
+        gamma4, beta4 = ln_all_gamma.view(4, n), ln_all_beta.view(4, n) + _forget_shift(forget_bias, xp)
+        h_gamma4 = hyper_ln_all_gamma.view(4, m)
+        h_beta4 = hyper_ln_all_beta.view(4, m) + _forget_shift(hyper_forget_bias, xp)
+        bias4 = bias.view(4, n)
+        xh_t, hyper_xp_t = xp[:, :, :4 * n].unbind(0), xp[:, :, 4 * n:].unbind(0)
+        hs_t, cs_t, hyper_cs_t = hs.unbind(0), cs.unbind(0), hyper_cs.unbind(0)
+        z_t, alpha_t, hh_t = z.unbind(0), alpha.unbind(0), hh.unbind(0)
+        keep_t = keep.unbind(0) if keep is not None else (None,) * steps
+        for t in range(steps):
+            s, s_new = hs_t[t], hs_t[t + 1]
+            # the small network reads [x, h]; its x-rows are in xp
+            torch.addmm(hyper_xp_t[t], s, w_cat, out=hyper.raw_t[t].view(batch, 4 * m))
+            hyper.forward_step(t, hyper_cs_t[t], None, h_gamma4, h_beta4, hyper_ln_c_gamma, hyper_ln_c_beta,
+                               hyper_cs_t[t + 1], s_new[:, n:])
+            zk = torch.addmm(b_z, s_new[:, n:], w_z, out=z_t[t]).view(batch, 12, emb).transpose(0, 1)
+            a = torch.bmm(zk[:8], alpha_w, out=alpha_t[t]).transpose(0, 1)
+            torch.bmm(zk[8:], beta_w, out=beta)
+            hht = torch.mm(s[:, :n], w_hh, out=hh_t[t]).view(batch, 4, n)
+            g = torch.addcmul(beta.transpose(0, 1) + bias4, a[:, :4], xh_t[t].view(batch, 4, n))
+            torch.addcmul(g, a[:, 4:], hht, out=main.raw_t[t])
+            main.forward_step(t, cs_t[t], keep_t[t], gamma4, beta4, ln_c_gamma, ln_c_beta, cs_t[t + 1], s_new[:, :n])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(xp, keep, w_hh, w_cat, w_z, alpha_w, beta_w, hs, cs, hyper_cs, z, alpha, hh,
+                              ln_all_gamma, ln_c_gamma, hyper_ln_all_gamma, hyper_ln_c_gamma,
+                              *main.tensors(), *hyper.tensors())
+        return hs[1:, :, :n], cs[1:], hs[1:, :, n:], hyper_cs[1:]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_hs: Tensor | None, d_cs: Tensor | None, d_hyper_hs: Tensor | None,
+                 d_hyper_cs: Tensor | None) -> tuple:
+        (xp, keep, w_hh, w_cat, w_z, alpha_w, beta_w, hs, cs, hyper_cs, z, alpha, hh, gamma, gamma_c, h_gamma,
+         h_gamma_c, *tapes) = ctx.saved_tensors
+        steps, batch, width = xp.shape
+        n, m, emb = cs.shape[-1], hyper_cs.shape[-1], alpha_w.shape[1]
+        w_ab = torch.cat([alpha_w, beta_w])  # (12, emb, n)
+        main, hyper = _LNTape(*tapes[:7]), _LNTape(*tapes[7:])
+        main.start_backward(cs, keep, gamma.view(4, n), gamma_c)
+        hyper.start_backward(hyper_cs, None, h_gamma.view(4, m), h_gamma_c)
+        # block-major views (T, 4, B, n) of the terms alpha multiplies
+        xh_k = xp[:, :, :4 * n].view(steps, batch, 4, n).transpose(1, 2)
+        hh_k = hh.view(steps, batch, 4, n).transpose(1, 2)
+        d_z = xp.new_empty(steps, batch, 12 * emb)  # w.r.t. [zw, zb]
+        d_hh = xp.new_empty(steps, batch, 4, n)  # w.r.t. h @ W_hh
+        d_ab = xp.new_empty(12, batch, n)  # w.r.t. alpha, beta of one step
+        dz_k = xp.new_empty(12, batch, emb)
+        w_ab_t, w_z_t, w_cat_t, w_hh_t = w_ab.transpose(1, 2), w_z.t(), w_cat.t(), w_hh.t()
+        xh_k_t, hh_k_t, alpha_t = xh_k.unbind(0), hh_k.unbind(0), alpha.unbind(0)
+        d_z_t, d_hh_t = d_z.unbind(0), d_hh.unbind(0)
+        grads_in = [g.unbind(0) if g is not None else None for g in (d_hs, d_cs, d_hyper_hs, d_hyper_cs)]
+        dh, dc = cs.new_zeros(batch, n), cs.new_zeros(batch, n)
+        dhh, dhc = cs.new_zeros(batch, m), cs.new_zeros(batch, m)
+        for t in range(steps - 1, -1, -1):
+            d_out = [g[t] if g is not None else None for g in grads_in]
+            dh = dh + d_out[0] if d_out[0] is not None else dh
+            dc = dc + d_out[1] if d_out[1] is not None else dc
+            dhh = dhh + d_out[2] if d_out[2] is not None else dhh
+            dhc = dhc + d_out[3] if d_out[3] is not None else dhc
+            d_raw, dc = main.backward_step(t, dh, dc)
+            dr = d_raw.transpose(0, 1)  # (4, B, n)
+            torch.mul(dr, xh_k_t[t], out=d_ab[:4])
+            torch.mul(dr, hh_k_t[t], out=d_ab[4:8])
+            d_ab[8:].copy_(dr)
+            torch.bmm(d_ab, w_ab_t, out=dz_k)
+            d_z_t[t].view(batch, 12, emb).copy_(dz_k.transpose(0, 1))
+            dhh = torch.addmm(dhh, d_z_t[t], w_z_t)
+            torch.mul(d_raw, alpha_t[t][4:].transpose(0, 1), out=d_hh_t[t])
+            d_hyper_raw, dhc = hyper.backward_step(t, dhh, dhc)
+            d_s = d_hyper_raw.view(batch, 4 * m) @ w_cat_t  # w.r.t. [h, hyper_h] before the step
+            dh = torch.addmm(d_s[:, :n], d_hh_t[t].view(batch, 4 * n), w_hh_t)
+            dhh = d_s[:, n:]
+        rows = steps * batch
+        d_graw = main.d_raw  # w.r.t. the main gates before their layer norm
+        d_xp = xp.new_empty(steps, batch, width)
+        torch.mul(d_graw, alpha[:, :4].transpose(1, 2), out=d_xp[:, :, :4 * n].view(steps, batch, 4, n))
+        d_xp[:, :, 4 * n:] = hyper.d_raw.view(steps, batch, 4 * m)
+        d_w_hh = hs[:-1, :, :n].reshape(rows, n).t() @ d_hh.view(rows, 4 * n)
+        d_bias = d_graw.sum((0, 1)).reshape(4 * n)
+        # alpha_w, beta_w: per group of 4 blocks, [zw, zb]^T (4, emb, TB) @ d(alpha | beta) (4, TB, n)
+        z_k = z.view(rows, 12, emb).permute(1, 2, 0)
+        d_w_ab = xp.new_empty(12, emb, n)
+        main_ln = main.ln_grads()
+        prod = torch.mul(d_graw, xh_k.transpose(1, 2), out=main.d_gates)  # its last use was ln_grads
+        torch.bmm(z_k[:4], prod.view(rows, 4, n).transpose(0, 1), out=d_w_ab[:4])
+        torch.mul(d_graw, hh.view(steps, batch, 4, n), out=prod)
+        torch.bmm(z_k[4:8], prod.view(rows, 4, n).transpose(0, 1), out=d_w_ab[4:8])
+        torch.bmm(z_k[8:], d_graw.view(rows, 4, n).transpose(0, 1), out=d_w_ab[8:])
+        d_w_z = hs[1:, :, n:].reshape(rows, m).t() @ d_z.view(rows, 12 * emb)
+        d_zw_b = d_z.view(rows, 12 * emb)[:, :8 * emb].sum(0)
+        d_w_cat = hs[:-1].reshape(rows, n + m).t() @ hyper.d_raw.view(rows, 4 * m)
+        return (d_xp, dh, dc, dhh, dhc, None, None, None, d_w_hh, d_bias, *main_ln,
+                d_w_cat[:n], d_w_cat[n:], *hyper.ln_grads(),
+                d_w_z[:, :8 * emb], d_zw_b, d_w_z[:, 8 * emb:], d_w_ab[:8], d_w_ab[8:])
+
+
+def _fused_states(cell: MagentaCell, xp: Tensor, keep: Tensor | None, state: State) -> tuple[Tensor, ...]:
+    """The states after every step, ``(T, B, size)`` each, in the order of the cell's state tuple."""
+    if isinstance(cell, HyperLSTMCell):
+        hc = cell.hyper_cell
+        return _FusedHyperLSTM.apply(
+            xp, *state, keep, float(cell.forget_bias), float(hc.forget_bias), cell.w_hh, cell.bias,
+            cell.ln_all_gamma, cell.ln_all_beta, cell.ln_c_gamma, cell.ln_c_beta,
+            hc.w_xh[cell.input_size:], hc.w_hh, hc.ln_all_gamma, hc.ln_all_beta, hc.ln_c_gamma, hc.ln_c_beta,
+            cell.zw_w, cell.zw_b, cell.zb_w, cell.alpha_w, cell.beta_w)
+    if isinstance(cell, LayerNormLSTMCell):
+        ln = (cell.ln_all_gamma, cell.ln_all_beta, cell.ln_c_gamma, cell.ln_c_beta)
+    else:
+        ln = (None, None, None, None)
+    return _FusedLSTM.apply(xp, *state, cell.w_hh, keep, float(cell.forget_bias), *ln)
 
 
 def fused_run(cell: MagentaCell, x: Tensor, state: State, lengths: Tensor | None = None) -> tuple[Tensor, State]:
-    """:func:`~sketchlab.models.sketch_rnn.recurrence.run_loop` of a (LayerNorm)LSTMCell as one Function.
+    """:func:`~sketchlab.models.sketch_rnn.recurrence.run_loop` of one of magenta's cells as one Function.
 
     Same arguments and results as the loop (outputs ``(T, B, hidden)`` and the final state); draws the
     recurrent-dropout masks identically, so the random stream stays in step with the eager path.
     """
     if not supports_fused(cell):
-        raise TypeError(f"fused_run runs LSTMCell and LayerNormLSTMCell, not {type(cell).__name__}")
+        raise TypeError(f"fused_run runs LSTMCell, LayerNormLSTMCell and HyperLSTMCell, not {type(cell).__name__}")
     steps, batch = x.shape[0], x.shape[1]
     xp = cell.project_input(x)
     keep = cell.dropout_masks(steps, batch, xp)
-    h0, c0 = state
-    if isinstance(cell, LayerNormLSTMCell):
-        ln = (cell.ln_all_gamma, cell.ln_all_beta, cell.ln_c_gamma, cell.ln_c_beta)
-    else:
-        ln = (None, None, None, None)
-    hs, cs = _FusedLSTM.apply(xp.contiguous(), h0, c0, cell.w_hh, keep, float(cell.forget_bias), *ln)
+    states = _fused_states(cell, xp.contiguous(), keep, state)
     if lengths is None:
-        return hs, (hs[-1], cs[-1])
+        return states[0], tuple(s[-1] for s in states)
     # dynamic_rnn's frozen states: outputs repeat the last live state, the final state is the one at
     # step lengths - 1. Steps past a length change nothing that is read, so they need no masking inside.
     last = (lengths.to(x.device) - 1).clamp(max=steps - 1)
     cols = torch.arange(batch, device=x.device)
     index = torch.minimum(torch.arange(steps, device=x.device).unsqueeze(1), last)  # (T, B)
-    return hs[index, cols], (hs[last, cols], cs[last, cols])
+    return states[0][index, cols], tuple(s[last, cols] for s in states)

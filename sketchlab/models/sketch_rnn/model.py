@@ -60,8 +60,8 @@ class SketchRNN(SketchModel):
         hyper_num_units, hyper_embedding_size: sizes of the HyperLSTM's small network (magenta: 256, 32).
         fast: False keeps the eager reference loop; True runs the recurrences on the native LSTM kernel
             where the maths is identical, else a ``torch.compile``d step (made for a GPU); "auto" picks per
-            device: on a CPU the fused lstm/layer_norm recurrence (hand-written backward) and eager for
-            hyper, elsewhere as True (see ``CellRunner.path``). Same maths on every path.
+            device: on a CPU the fused recurrence (hand-written backward) of every cell, elsewhere as
+            True (see ``CellRunner.path``). Same maths on every path.
         compile_mode: ``torch.compile`` mode of the fast path ("reduce-overhead" uses CUDA graphs).
     """
 

@@ -9,13 +9,13 @@ Three ways to run a cell, all computing the same function:
   gradients flow back to the magenta-layout parameters;
 - ``compiled``: the same loop with the step compiled by ``torch.compile`` (``mode="reduce-overhead"``
   adds CUDA graphs), for the other cells and for ``lstm`` under recurrent dropout;
-- ``fused``: the whole recurrence of the ``lstm`` / ``layer_norm`` cells as one autograd Function with
-  a hand-written backward (:mod:`sketchlab.models.sketch_rnn.fused`), the fastest path on a CPU.
+- ``fused``: the whole recurrence of any of the three cells as one autograd Function with a
+  hand-written backward (:mod:`sketchlab.models.sketch_rnn.fused`), the fastest path on a CPU.
 
 Which one runs is :meth:`CellRunner.path`: ``fast=False`` is always eager; ``fast=True`` takes the
 native/compiled paths (made for a GPU: cuDNN, CUDA graphs) on any device; ``fast="auto"`` (the default
-config) picks per device: on a CPU the fused path for ``lstm`` / ``layer_norm`` and the eager loop for
-``hyper`` (the compiled step's gain there is small and its warm-up long), elsewhere as ``True``.
+config) picks per device: on a CPU the fused path for every cell (the compiled step's gain there is
+small and its warm-up long), elsewhere as ``True``.
 
 Sequences are time-major here: ``(T, B, features)``.
 """
