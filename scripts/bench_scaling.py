@@ -46,12 +46,12 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_report import args_config, write_report  # noqa: E402
+from bench_report import add_memory_option, args_config, write_report  # noqa: E402
 from bench_sketch_ode import load_sketches  # noqa: E402
 from bench_sketch_rnn import StepTimer, synthetic_batch  # noqa: E402
 
 from sketchlab.data.curves import CurveCollate  # noqa: E402
-from sketchlab.engine.runtime import pick_device  # noqa: E402
+from sketchlab.engine.runtime import keep_freed_memory, pick_device  # noqa: E402
 from sketchlab.models.sketch_ode import SketchODE  # noqa: E402
 from sketchlab.models.sketch_rnn import SketchRNN  # noqa: E402
 
@@ -83,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top ops per cell instead")
     p.add_argument("--profile-rows", type=int, default=15)
     p.add_argument("--seed", type=int, default=0)
+    add_memory_option(p)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or min(args.batch_sizes) < 1 or min(args.lengths) < 2:
@@ -155,6 +156,8 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     device = pick_device(spec["device"])
+    if spec["keep_freed_memory"] and device.type == "cpu":
+        keep_freed_memory()
     cuda = device.type == "cuda"
     baseline = current_rss_bytes()
     if cuda:
@@ -269,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 spec = {"model": model, "batch_size": batch_size, "length": length, "steps": args.steps,
                         "warmup": args.warmup, "device": str(device), "threads": args.threads,
                         "overrides": args.overrides[model], "seed": args.seed, "profile": args.profile,
-                        "profile_rows": args.profile_rows}
+                        "profile_rows": args.profile_rows, "keep_freed_memory": args.keep_freed_memory}
                 start = time.perf_counter()
                 try:
                     row = run_isolated(spec)

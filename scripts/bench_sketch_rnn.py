@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_report import args_config, write_report
+from bench_report import add_memory_option, apply_memory_option, args_config, write_report
 
 from sketchlab.data.stroke5 import Stroke5Collate
 from sketchlab.engine.runtime import pick_device
@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bf16", action="store_true", help="autocast the forward to bfloat16")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
+    add_memory_option(p)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.seq_len < 1:
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    apply_memory_option(args, device.type)
     modes = args.modes or (list(MODES) if device.type == "cuda" else ["eager", "auto", "fast"])
     if device.type != "cuda" and "fast-cudagraphs" in modes:
         raise SystemExit("fast-cudagraphs needs a CUDA device")

@@ -70,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-mixture", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    add_memory_option(p)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     for key, value in PRESETS[args.preset].items():
@@ -173,6 +174,7 @@ def bench_cell(args: argparse.Namespace, seed_pkg: Any, cell: str, batch: dict[s
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    apply_memory_option(args)
     batch = synthetic_batch(args.batch_size, args.seq_len, np.random.default_rng(args.seed))
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="rfeinman-") as tmp:

@@ -1,7 +1,9 @@
-"""scripts/bench_scaling.py at toy sizes: its cells, its memory figures, its table and its profile."""
+"""scripts/bench_scaling.py at toy sizes (its cells, its memory figures, its table and its profile), and
+scripts/bench_recurrence.py."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -10,6 +12,7 @@ from helpers import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 try:
+    import bench_recurrence
     import bench_scaling
 finally:
     sys.path.pop(0)
@@ -21,7 +24,8 @@ TINY = ["sketch_rnn.enc_rnn_size=8", "sketch_rnn.dec_rnn_size=16", "sketch_rnn.z
 def spec(model: str, **kw) -> dict:
     overrides = bench_scaling.parse_overrides(TINY)[model]
     return {"model": model, "batch_size": 3, "length": 6, "steps": 1, "warmup": 0, "device": "cpu", "threads": 1,
-            "overrides": overrides, "seed": 0, "profile": False, "profile_rows": 5, **kw}
+            "overrides": overrides, "seed": 0, "profile": False, "profile_rows": 5, "keep_freed_memory": False,
+            **kw}
 
 
 def test_model_settings_come_from_the_shipped_configs_with_the_benchmark_fixed_ones():
@@ -78,3 +82,19 @@ def test_the_script_runs_each_cell_in_a_fresh_process(tmp_path, monkeypatch):
     (row,) = report["results"]
     assert "error" not in row, row
     assert row["peak_rss_mb"] > row["baseline_rss_mb"] > 0 and out.is_file()
+
+
+def test_bench_recurrence_times_both_paths_interleaved_and_parses_sizes(tmp_path, capsys):
+    out = tmp_path / "rec.json"
+    results = bench_recurrence.main(["--cells", "lstm", "hyper", "--sizes", "3x8", "2X16", "--seq-len", "4",
+                                     "--rounds", "2", "--no-keep-freed-memory", "--out", str(out)])
+    assert [(r["cell"], r["batch"], r["hidden"]) for r in results] == [
+        ("lstm", 3, 8), ("lstm", 2, 16), ("hyper", 3, 8), ("hyper", 2, 16)]
+    for r in results:
+        assert len(r["times"]["eager"]) == len(r["times"]["fused"]) == 2
+        assert r["fused_speedup"] == pytest.approx(r["eager_s"] / r["fused_s"])
+    report = json.loads(out.read_text())
+    assert report["freed_memory_kept"] is False and report["config"]["sizes"] == [[3, 8], [2, 16]]
+    assert "fused" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench_recurrence.parse_args(["--sizes", "100by256"])

@@ -1,6 +1,9 @@
 """Schedules and checkpoint files (the training loop itself is tested with the real models)."""
 
 import math
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -89,3 +92,43 @@ def test_threads_auto_is_one_on_a_cpu():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+_FAULTS_OF_A_REUSED_BUFFER = """
+import resource, sys, torch
+from sketchlab.engine.runtime import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory() is True
+faults = []
+for _ in range(10):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(2**24).fill_(1)  # 64 MiB, freed at once
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sum(faults[-4:]))
+"""
+
+
+@pytest.mark.skipif(not (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"),
+                    reason="glibc's malloc only")
+def test_keep_freed_memory_lets_a_step_reuse_the_pages_of_the_last_one():
+    # in a fresh process each (the setting is process-wide and the pattern depends on the heap's history)
+    def faults(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", _FAULTS_OF_A_REUSED_BUFFER, mode], check=True,
+                             capture_output=True, text=True)
+        return int(out.stdout)
+
+    # 64 MiB are 16,384 pages: glibc serves such a buffer from a fresh mmap, first-touched every time;
+    # kept, the heap settles within a few rounds and the last rounds reuse its pages
+    assert faults("default") >= 4 * 16384
+    assert faults("keep") < 1000
+
+def test_trainer_keep_freed_memory_is_on_for_a_cpu_and_checked(monkeypatch):
+    import sketchlab.engine.trainer as trainer_mod
+    from sketchlab.validation import ConfigValueError
+
+    calls = []
+    monkeypatch.setattr(trainer_mod, "runtime_keep_freed_memory", lambda: calls.append(1) or True)
+    assert trainer_mod.Trainer(device="cpu").keeps_freed_memory and calls == [1]
+    assert not trainer_mod.Trainer(device="cpu", keep_freed_memory=False).keeps_freed_memory and calls == [1]
+    with pytest.raises(ConfigValueError, match="trainer.keep_freed_memory must be auto, true or false, got 'yes'"):
+        trainer_mod.Trainer(device="cpu", keep_freed_memory="yes")

@@ -113,6 +113,23 @@ def test_fast_auto_picks_fused_for_every_cell_but_not_under_autocast_and_rejects
         assert hyper.path() == "eager"
     assert lstm.path() == "fused"
     assert CellRunner(make_cell("lstm", 5, 8), fast="false").path() == "eager"
+    # a wide hyper cell on a large batch runs the loop (the fused path stops paying there, see
+    # FUSED_HYPER_MAX_WORK); the plain and layer-norm cells stay fused at any size
+    wide = CellRunner(_cell("hyper", 5, 512), fast="auto")
+    assert wide.path(16) == "fused" and wide.path(100) == "eager" and wide.path() == "fused"
+    assert CellRunner(_cell("layer_norm", 5, 512), fast="auto").path(100) == "fused"
     assert CellRunner(make_cell("lstm", 5, 8), fast=True).train().path() == "native"  # True: the GPU paths
     with pytest.raises(ValueError, match="fast must be false, true or auto"):
         CellRunner(make_cell("lstm", 5, 8), fast="fastest")
+
+
+def test_a_wide_hyper_cell_on_a_large_batch_runs_the_loop_bit_for_bit():
+    torch.manual_seed(0)
+    cell = _cell("hyper", 5, 512, recurrent_dropout=0.1).train()
+    x, runner = torch.randn(3, 100, 5), CellRunner(cell, fast="auto")
+    state = cell.zero_state(100, x)
+    torch.manual_seed(1)
+    out, _ = runner.run(x, state)
+    torch.manual_seed(1)
+    ref, _ = run_loop(cell, x, state)
+    assert torch.equal(out, ref)

@@ -27,7 +27,8 @@ log = logging.getLogger("sketchlab.resume")
 
 #: Keys that don't shape the trained model: they may differ from the checkpoint's config freely.
 FREE_KEYS = ("trainer.max_steps", "trainer.val_every", "trainer.val_batches", "trainer.log_every",
-             "trainer.ckpt_every", "trainer.progress", "trainer.threads", "trainer.device", "trainer.on_nan",
+             "trainer.ckpt_every", "trainer.progress", "trainer.threads", "trainer.keep_freed_memory",
+             "trainer.device", "trainer.on_nan",
              "trainer.max_rewinds", "trainer.rewind_lr_factor", "data.eval_batch_size", "logger", "visualize",
              "run_name", "tags", "paths", "launcher", "resume", "resume_overrides")
 

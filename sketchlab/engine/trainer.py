@@ -20,8 +20,9 @@ from torch import nn
 from sketchlab.engine.evaluation import loss_sums, to_device
 from sketchlab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sketchlab.engine.runtime import DistInfo, init_distributed, pick_device, seed_everything, set_deterministic
+from sketchlab.engine.runtime import keep_freed_memory as runtime_keep_freed_memory  # the name of a parameter here
 from sketchlab.models.base import SketchModel
-from sketchlab.validation import check_bool, check_choice, check_device, check_float, check_int
+from sketchlab.validation import ConfigValueError, check_bool, check_choice, check_device, check_float, check_int
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class Trainer:
     ``"value"`` (element-wise, as magenta's Sketch-RNN). ``val_every``/``ckpt_every``/``log_every``
     are in steps; 0 disables. ``threads`` sets torch's CPU threads (None or 0: torch's default; ``auto``: 1 on
     a CPU, where these small-op loops run fastest on one thread, torch's default on a GPU).
+    ``keep_freed_memory`` (``auto``: on a CPU) makes glibc reuse freed memory rather than hand it back
+    (:func:`~sketchlab.engine.runtime.keep_freed_memory`), sparing each step the page faults of its buffers.
     Bad values raise :class:`~sketchlab.validation.ConfigValueError` naming the ``trainer.*`` key.
 
     A checkpoint is only written from finite weights whose losses since the previous one were all
@@ -72,7 +75,8 @@ class Trainer:
                  val_batches: int | None = None, grad_clip: float | None = 1.0, grad_clip_mode: str = "norm",
                  precision: str | int = "32", device: str = "auto", progress: bool = True,
                  seed: int = 0, threads: int | str | None = "auto", on_nan: str = "stop", max_rewinds: int = 3,
-                 rewind_lr_factor: float = 0.5, deterministic: bool = False) -> None:
+                 rewind_lr_factor: float = 0.5, deterministic: bool = False,
+                 keep_freed_memory: bool | str = "auto") -> None:
         # the keys users write (conf/trainer/*.yaml is the `trainer` node), so errors name what to fix
         self.max_steps = check_int(max_steps, "trainer.max_steps", min=0)
         self.val_every = check_int(val_every, "trainer.val_every", min=0)
@@ -90,6 +94,11 @@ class Trainer:
         threads = check_int(threads, "trainer.threads", min=0, optional=True)
         if threads:
             torch.set_num_threads(threads)
+        if keep_freed_memory == "auto":
+            keep_freed_memory = self.device.type == "cpu"
+        if not isinstance(keep_freed_memory, bool):
+            raise ConfigValueError(f"trainer.keep_freed_memory must be auto, true or false, got {keep_freed_memory!r}")
+        self.keeps_freed_memory = keep_freed_memory and runtime_keep_freed_memory()
         if self.precision == "bf16" and self.device.type == "cpu":
             log.warning("trainer.precision=bf16 on a CPU: autocast to bfloat16 is usually slower there than float32")
         self.progress = check_bool(progress, "trainer.progress")

@@ -15,7 +15,8 @@ Three ways to run a cell, all computing the same function:
 Which one runs is :meth:`CellRunner.path`: ``fast=False`` is always eager; ``fast=True`` takes the
 native/compiled paths (made for a GPU: cuDNN, CUDA graphs) on any device; ``fast="auto"`` (the default
 config) picks per device: on a CPU the fused path for every cell (the compiled step's gain there is
-small and its warm-up long), elsewhere as ``True``.
+small and its warm-up long), except a wide hyper cell on a large batch (see :data:`FUSED_HYPER_MAX_WORK`),
+elsewhere as ``True``.
 
 Sequences are time-major here: ``(T, B, features)``.
 """
@@ -30,12 +31,19 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from sketchlab.models.sketch_rnn.cells import LSTMCell, MagentaCell, State
+from sketchlab.models.sketch_rnn.cells import HyperLSTMCell, LSTMCell, MagentaCell, State
 from sketchlab.models.sketch_rnn.fused import fused_run, supports_fused
 
 StepFn = Callable[[Tensor, State, "Tensor | None"], State]
 
 FAST_CHOICES = (False, True, "auto")
+#: ``fast="auto"`` on a CPU runs a hyper cell fused only while batch x hidden size is at most this. The
+#: fused path saves the loop's per-op overhead, which stops paying once each step's products are large.
+#: The hyper recurrence alone (T 250, forward + backward, 1 thread, scripts/bench_sketch_rnn.py's cell
+#: sizes, 2-core VM, one run each, memory kept by ``keep_freed_memory``), fused over eager speed:
+#: batch x hidden 16 x 256: 1.43, 16 x 512: 1.36, 32 x 512: 1.27, 64 x 256: 1.13, 100 x 256: 1.08,
+#: 100 x 384: 0.89, 100 x 512: 0.94. The lstm and layer_norm cells were >= 1.0 at every one of these sizes.
+FUSED_HYPER_MAX_WORK = 32768
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: The torch.compile modes that replay CUDA graphs.
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -196,17 +204,21 @@ class CellRunner(nn.Module):
         """Whether the step is the compiled one: ``fast=True``, or ``auto`` off the CPU."""
         return self.fast is True or (self.fast == "auto" and self._device_type() != "cpu")
 
-    def path(self) -> str:
+    def path(self, batch: int | None = None) -> str:
         """What a training/eval run takes right now: ``eager`` | ``fused`` | ``native`` | ``compiled``.
 
-        It depends on the device, train/eval mode (recurrent dropout) and autocast (the fused
-        Function is float32-only code; under autocast the loop runs instead).
+        It depends on the device, train/eval mode (recurrent dropout), autocast (the fused Function is
+        float32-only code; under autocast the loop runs instead) and, for a hyper cell on a CPU, on
+        ``batch`` (:data:`FUSED_HYPER_MAX_WORK`; None: a small batch).
         """
         if self.fast is False:
             return "eager"
         device = self._device_type()
         if self.fast == "auto" and device == "cpu":
-            return "fused" if supports_fused(self.cell) and not torch.is_autocast_enabled(device) else "eager"
+            if not supports_fused(self.cell) or torch.is_autocast_enabled(device):
+                return "eager"
+            wide = batch is not None and batch * self.cell.hidden_size > FUSED_HYPER_MAX_WORK
+            return "eager" if isinstance(self.cell, HyperLSTMCell) and wide else "fused"
         return "native" if self.uses_native() else "compiled"
 
     def uses_native(self) -> bool:
@@ -243,7 +255,7 @@ class CellRunner(nn.Module):
 
     def run(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """Outputs (T, B, hidden) and final state over the whole of ``x`` (T, B, input)."""
-        path = self.path()
+        path = self.path(x.shape[1])
         if path == "native":
             return self.native().run(x, state)
         if path == "fused":
@@ -268,7 +280,7 @@ def bidirectional_final_hidden(fw: CellRunner, bw: CellRunner, x: Tensor, length
 
     def final(runner: CellRunner, inputs: Tensor) -> State:
         start = runner.cell.zero_state(batch, inputs)
-        if runner.path() == "fused":
+        if runner.path(batch) == "fused":
             return fused_run(runner.cell, inputs, start, lengths)[1]
         return run_loop(runner.cell, inputs, start, runner.step, lengths, collect=False)[1]
 
