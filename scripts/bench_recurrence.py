@@ -3,8 +3,10 @@
 
 Forward + backward of one magenta cell over a random ``(T, B, input)`` sequence, recurrent dropout on, the
 two paths interleaved in one process (eager, fused, eager, fused, ...) so that both see the same machine
-load; the median of ``--rounds`` timed rounds after one untimed one. This is what ``fast="auto"``'s choice
-between the two paths on a CPU rests on (``FUSED_HYPER_MAX_WORK`` in ``sketchlab/models/sketch_rnn/recurrence.py``).
+load; the median of ``--rounds`` timed rounds after one untimed one, with the page faults of each round
+(first touches of memory the allocator got fresh from the kernel: see ``--keep-freed-memory``).
+``fast="auto"``'s choice between the two paths on a CPU rests on this
+(``FUSED_HYPER_MAX_WORK`` in ``sketchlab/models/sketch_rnn/recurrence.py``).
 
     python scripts/bench_recurrence.py                                   # all cells, a few batch x hidden sizes
     python scripts/bench_recurrence.py --cells hyper --sizes 100x256 100x512 --out rec.json
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -65,17 +68,22 @@ def bench_size(kind: str, batch: int, hidden: int, args: argparse.Namespace) -> 
     x = torch.randn(args.seq_len, batch, args.input_size)
     state = cell.zero_state(batch, x)
     times: dict[str, list[float]] = {name: [] for name in PATHS}
+    faults: dict[str, list[int]] = {name: [] for name in PATHS}
     for r in range(args.rounds + 1):
         for name, run in PATHS.items():
             cell.zero_grad(set_to_none=True)
+            faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start = time.perf_counter()
             outputs, _ = run(cell, x, state)
             outputs.sum().backward()
             if r:
                 times[name].append(time.perf_counter() - start)
+                faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
+            del outputs
     eager, fused = statistics.median(times["eager"]), statistics.median(times["fused"])
     return {"cell": kind, "batch": batch, "hidden": hidden, "eager_s": eager, "fused_s": fused,
-            "fused_speedup": eager / fused, "times": times}
+            "fused_speedup": eager / fused, "times": times, "page_faults": faults,
+            **{f"{name}_faults": int(statistics.median(faults[name])) for name in PATHS}}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -89,8 +97,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for batch, hidden in args.sizes:
             res = bench_size(kind, batch, hidden, args)
             results.append(res)
-            print(f"{kind:>10} B {batch:>4} hidden {hidden:>4}: eager {res['eager_s']:.3f} s, "
-                  f"fused {res['fused_s']:.3f} s, fused {res['fused_speedup']:.2f}x", flush=True)
+            print(f"{kind:>10} B {batch:>4} hidden {hidden:>4}: eager {res['eager_s']:.3f} s "
+                  f"({res['eager_faults']} page faults), fused {res['fused_s']:.3f} s ({res['fused_faults']}), "
+                  f"fused {res['fused_speedup']:.2f}x", flush=True)
     write_report(args.out, {"config": args_config(args), "freed_memory_kept": kept, "results": results})
     return results
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_report import args_config, write_report  # noqa: E402
+from bench_report import add_memory_option, apply_memory_option, args_config, write_report  # noqa: E402
 from bench_sketch_rnn import synthetic_batch  # noqa: E402
 
 from sketchlab.models.sketch_rnn import SketchRNN  # noqa: E402

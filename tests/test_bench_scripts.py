@@ -93,8 +93,26 @@ def test_bench_recurrence_times_both_paths_interleaved_and_parses_sizes(tmp_path
     for r in results:
         assert len(r["times"]["eager"]) == len(r["times"]["fused"]) == 2
         assert r["fused_speedup"] == pytest.approx(r["eager_s"] / r["fused_s"])
+        assert len(r["page_faults"]["fused"]) == 2 and r["fused_faults"] >= 0
     report = json.loads(out.read_text())
     assert report["freed_memory_kept"] is False and report["config"]["sizes"] == [[3, 8], [2, 16]]
     assert "fused" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench_recurrence.parse_args(["--sizes", "100by256"])
+
+
+BENCHMARKS = sorted(p.stem for p in (REPO / "scripts").glob("bench_*.py") if p.stem != "bench_report")
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_every_benchmark_parses_its_command_line(name, capsys):
+    import importlib
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        module = importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(SystemExit) as stop:
+        module.parse_args(["--help"])
+    assert stop.value.code == 0 and "usage:" in capsys.readouterr().out

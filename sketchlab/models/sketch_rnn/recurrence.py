@@ -39,10 +39,10 @@ StepFn = Callable[[Tensor, State, "Tensor | None"], State]
 FAST_CHOICES = (False, True, "auto")
 #: ``fast="auto"`` on a CPU runs a hyper cell fused only while batch x hidden size is at most this. The
 #: fused path saves the loop's per-op overhead, which stops paying once each step's products are large.
-#: The hyper recurrence alone (T 250, forward + backward, 1 thread, scripts/bench_sketch_rnn.py's cell
-#: sizes, 2-core VM, one run each, memory kept by ``keep_freed_memory``), fused over eager speed:
-#: batch x hidden 16 x 256: 1.43, 16 x 512: 1.36, 32 x 512: 1.27, 64 x 256: 1.13, 100 x 256: 1.08,
-#: 100 x 384: 0.89, 100 x 512: 0.94. The lstm and layer_norm cells were >= 1.0 at every one of these sizes.
+#: ``scripts/bench_recurrence.py --cells hyper --sizes 16x256 16x512 32x512 64x256 100x256 100x384 100x512``
+#: (2026-12-02, 2-core VM with a training beside it, freed memory kept), fused over eager speed:
+#: 1.26, 1.33, 1.12, 1.03, 1.42, 0.85, 0.84; an earlier run of the same loop put every size on the same side
+#: of 1. The lstm and layer_norm cells were within about 10 % of eager or faster at every one of these sizes.
 FUSED_HYPER_MAX_WORK = 32768
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: The torch.compile modes that replay CUDA graphs.
