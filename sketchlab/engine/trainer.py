@@ -20,7 +20,7 @@ from torch import nn
 from sketchlab.engine.evaluation import loss_sums, to_device
 from sketchlab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sketchlab.engine.runtime import DistInfo, init_distributed, pick_device, seed_everything, set_deterministic
-from sketchlab.engine.runtime import keep_freed_memory as runtime_keep_freed_memory  # the name of a parameter here
+from sketchlab.engine.runtime import keep_freed_memory as runtime_keep_freed_memory  # a parameter has its name
 from sketchlab.models.base import SketchModel
 from sketchlab.validation import ConfigValueError, check_bool, check_choice, check_device, check_float, check_int
 
