@@ -100,11 +100,11 @@ from sketchlab.engine.runtime import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory() is True
 faults = []
-for _ in range(10):
+for _ in range(20):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.empty(2**24).fill_(1)  # 64 MiB, freed at once
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(sum(faults[-4:]))
+print(sum(f > 1000 for f in faults[-10:]))
 """
 
 
@@ -112,15 +112,16 @@ print(sum(faults[-4:]))
                     reason="glibc's malloc only")
 def test_keep_freed_memory_lets_a_step_reuse_the_pages_of_the_last_one():
     # in a fresh process each (the setting is process-wide and the pattern depends on the heap's history)
-    def faults(mode: str) -> int:
+    def faulting_rounds(mode: str) -> int:
         out = subprocess.run([sys.executable, "-c", _FAULTS_OF_A_REUSED_BUFFER, mode], check=True,
                              capture_output=True, text=True)
         return int(out.stdout)
 
     # 64 MiB are 16,384 pages: glibc serves such a buffer from a fresh mmap, first-touched every time;
-    # kept, the heap settles within a few rounds and the last rounds reuse its pages
-    assert faults("default") >= 4 * 16384
-    assert faults("keep") < 1000
+    # kept, the heap settles within a few rounds (5-7 seen; the pattern varies with the heap's history)
+    # and then reuses its pages
+    assert faulting_rounds("default") == 10
+    assert faulting_rounds("keep") <= 2
 
 def test_trainer_keep_freed_memory_is_on_for_a_cpu_and_checked(monkeypatch):
     import sketchlab.engine.trainer as trainer_mod
