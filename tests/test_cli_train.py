@@ -38,6 +38,9 @@ def test_resume_continues_the_same_run_from_saved_step(tmp_path, data_root):
     c, (run,) = runs_of(tmp_path, "r")
     assert [m.step for m in c.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3, 4]
     assert run.info.status == "FINISHED" and "sketchlab.resumed_at.2" in run.data.tags
+    # the run's command is still the one that started it (what reference tables print)
+    assert "logger.experiment_name=r" in run.data.tags["sketchlab.overrides"]
+    assert run.data.tags["sketchlab.resumed_with.2"] == f"trainer.max_steps=4 resume={first}"
 
 
 def test_sweep_makes_parent_with_children(tmp_path, data_root):

@@ -158,6 +158,8 @@ def train(cfg: DictConfig) -> float:
     if trial is not None:
         tags.update({TRIAL_NUMBER_TAG: str(trial.number), STUDY_TAG: str(trial.study_name)})
     if plan is not None:
+        # the run's command stays the one that started it; the resuming command is recorded beside it
+        tags[f"sketchlab.resumed_with.{int(plan.state['step'])}"] = tags.pop("sketchlab.overrides")
         tags[f"sketchlab.resumed_at.{int(plan.state['step'])}"] = str(plan.checkpoint.resolve())
         tags.update({f"sketchlab.resume_override.{k}": f"{old!r} -> {new!r}" for k, (old, new) in plan.changed.items()})
     logger = (build(cfg.logger, run_name=run_name, parent_run_id=parent_run_for_job(sweep_dir), tags=tags,
