@@ -89,7 +89,7 @@ def bench_size(kind: str, batch: int, hidden: int, args: argparse.Namespace) -> 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    kept = apply_memory_option(args)
+    kept = apply_memory_option(args.keep_freed_memory)
     print(f"{platform.processor() or platform.machine()}, {args.threads} thread(s), T {args.seq_len}, "
           f"freed memory kept: {kept}")
     results = []

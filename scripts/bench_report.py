@@ -31,7 +31,7 @@ def add_memory_option(parser: argparse.ArgumentParser) -> None:
                         help="glibc keeps freed memory for reuse, as trainer.keep_freed_memory=auto does on a CPU")
 
 
-def apply_memory_option(args: argparse.Namespace, device: str = "cpu") -> bool:
-    """Apply ``--keep-freed-memory`` to this process when it trains on a CPU (as the trainer's ``auto``);
-    whether freed memory is now kept."""
-    return keep_freed_memory() if args.keep_freed_memory and device == "cpu" else False
+def apply_memory_option(keep: bool, device: str = "cpu") -> bool:
+    """Apply ``--keep-freed-memory``'s value to this process when it trains on a CPU (as the trainer's
+    ``auto``); whether freed memory is now kept."""
+    return keep_freed_memory() if keep and device == "cpu" else False

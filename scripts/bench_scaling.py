@@ -46,12 +46,12 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_report import add_memory_option, args_config, write_report  # noqa: E402
+from bench_report import add_memory_option, apply_memory_option, args_config, write_report  # noqa: E402
 from bench_sketch_ode import load_sketches  # noqa: E402
 from bench_sketch_rnn import StepTimer, synthetic_batch  # noqa: E402
 
 from sketchlab.data.curves import CurveCollate  # noqa: E402
-from sketchlab.engine.runtime import keep_freed_memory, pick_device  # noqa: E402
+from sketchlab.engine.runtime import pick_device  # noqa: E402
 from sketchlab.models.sketch_ode import SketchODE  # noqa: E402
 from sketchlab.models.sketch_rnn import SketchRNN  # noqa: E402
 
@@ -156,8 +156,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     device = pick_device(spec["device"])
-    if spec["keep_freed_memory"] and device.type == "cpu":
-        keep_freed_memory()
+    apply_memory_option(spec["keep_freed_memory"], device.type)
     cuda = device.type == "cuda"
     baseline = current_rss_bytes()
     if cuda:

@@ -149,7 +149,7 @@ def run_variant(name: str, args: argparse.Namespace, device: torch.device,
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = pick_device(args.device)
-    apply_memory_option(args, device.type)
+    apply_memory_option(args.keep_freed_memory, device.type)
     if args.threads:
         torch.set_num_threads(args.threads)
     variants = args.variants or [v for v in VARIANTS if device.type == "cuda" or v != "fast-cudagraph"]

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    apply_memory_option(args, device.type)
+    apply_memory_option(args.keep_freed_memory, device.type)
     modes = args.modes or (list(MODES) if device.type == "cuda" else ["eager", "auto", "fast"])
     if device.type != "cuda" and "fast-cudagraphs" in modes:
         raise SystemExit("fast-cudagraphs needs a CUDA device")

@@ -174,7 +174,7 @@ def bench_cell(args: argparse.Namespace, seed_pkg: Any, cell: str, batch: dict[s
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    apply_memory_option(args)
+    apply_memory_option(args.keep_freed_memory)
     batch = synthetic_batch(args.batch_size, args.seq_len, np.random.default_rng(args.seed))
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="rfeinman-") as tmp:

@@ -1,7 +1,6 @@
 """Schedules and checkpoint files (the training loop itself is tested with the real models)."""
 
 import math
-import platform
 import subprocess
 import sys
 
@@ -9,6 +8,7 @@ import pytest
 import torch
 
 from sketchlab.engine.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from sketchlab.engine.runtime import has_glibc_malloc
 from sketchlab.engine.schedules import constant, magenta_decay, warmup_cosine
 
 
@@ -108,8 +108,7 @@ print(sum(f > 1000 for f in faults[-10:]))
 """
 
 
-@pytest.mark.skipif(not (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"),
-                    reason="glibc's malloc only")
+@pytest.mark.skipif(not has_glibc_malloc(), reason="glibc's malloc only")
 def test_keep_freed_memory_lets_a_step_reuse_the_pages_of_the_last_one():
     # in a fresh process each (the setting is process-wide and the pattern depends on the heap's history)
     def faulting_rounds(mode: str) -> int:
@@ -122,6 +121,7 @@ def test_keep_freed_memory_lets_a_step_reuse_the_pages_of_the_last_one():
     # and then reuses its pages
     assert faulting_rounds("default") == 10
     assert faulting_rounds("keep") <= 2
+
 
 def test_trainer_keep_freed_memory_is_on_for_a_cpu_and_checked(monkeypatch):
     import sketchlab.engine.trainer as trainer_mod

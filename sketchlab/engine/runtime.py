@@ -38,6 +38,11 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
 
+def has_glibc_malloc() -> bool:
+    """Whether this process allocates with glibc's malloc (the one :func:`keep_freed_memory` tunes)."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse instead of returning it to the kernel.
 
@@ -51,7 +56,7 @@ def keep_freed_memory() -> bool:
     system packages and must be chosen before the process starts, so we set glibc's own knobs instead.
     Returns whether the setting was applied (False off glibc, e.g. macOS or musl).
     """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not has_glibc_malloc():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

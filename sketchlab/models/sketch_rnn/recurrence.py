@@ -42,7 +42,8 @@ FAST_CHOICES = (False, True, "auto")
 #: ``scripts/bench_recurrence.py --cells hyper --sizes 16x256 16x512 32x512 64x256 100x256 100x384 100x512``
 #: (2026-12-02, 2-core VM with a training beside it, freed memory kept), fused over eager speed:
 #: 1.26, 1.33, 1.12, 1.03, 1.42 (1.02 rerun alone), 0.85, 0.84; an earlier run of the same loop put every
-#: size on the same side of 1. The lstm and layer_norm cells were within about 10 % of eager or faster at every one of these sizes.
+#: size on the same side of 1. The lstm and layer_norm cells were within about 10 % of eager or faster at
+#: every one of these sizes.
 FUSED_HYPER_MAX_WORK = 32768
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: The torch.compile modes that replay CUDA graphs.
