@@ -334,11 +334,12 @@ def test_overfits_a_few_real_vectormnist_digits(shared_data):
     assert time.perf_counter() - start < 60
 
 
-def test_benchmark_script_runs_small_on_cpu(tmp_path):
+def test_benchmark_script_runs_small_on_cpu(tmp_path, monkeypatch):
     import importlib.util
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "scripts" / "bench_sketch_ode.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # its sibling bench_report, as when run as a script
     spec = importlib.util.spec_from_file_location("bench_sketch_ode", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
