@@ -3,7 +3,8 @@
 
     python scripts/reference_results.py reference-sheep reference-vmnist      # markdown on stdout
 
-One row per run of the named experiments: the command (its overrides), model and data, steps, wall time, the
+One row per run of the named experiments: the command (its overrides), model and data, steps, training time
+(``train/time_s``: the wall time of its training segments, without the gaps between a stop and a resume), the
 CPU/GPU it ran on, the best validation loss, the test-split scores that ``sketchlab-evaluate`` logged
 (L_R / L_KL or the SketchODE terms, Chamfer mean and median) and the run id. Nothing is typed in by hand.
 """
@@ -21,6 +22,15 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def training_minutes(client, run) -> float:
+    """Minutes the run trained: its last ``train/time_s`` (summed over resumes, without the idle time between
+    them), else, for runs from before that metric, MLflow's start-to-end span."""
+    times = client.get_metric_history(run.info.run_id, "train/time_s")
+    if times:
+        return max(times, key=lambda m: m.step).value / 60
+    return ((run.info.end_time or run.info.start_time) - run.info.start_time) / 60000
+
+
 def rows(client, experiment: str) -> list[list[str]]:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -31,7 +41,7 @@ def rows(client, experiment: str) -> list[list[str]]:
         if "val/best_loss" not in m and "val/loss" not in m:
             continue
         steps = max((h.step for h in client.get_metric_history(run.info.run_id, "train/loss")), default=0)
-        minutes = ((run.info.end_time or run.info.start_time) - run.info.start_time) / 60000
+        minutes = training_minutes(client, run)
         model = t.get("sketchlab.model", "?")
         own = (f"L_R {_fmt(m.get('test/recon'))}, L_KL {_fmt(m.get('test/kl_raw'))}" if model == "sketch_rnn"
                else f"smooth-L1 {_fmt(m.get('test/recon_xy'))}, pen BCE {_fmt(m.get('test/pen_bce'))}")

@@ -41,6 +41,15 @@ def test_resume_continues_the_same_run_from_saved_step(tmp_path, data_root):
     # the run's command is still the one that started it (what reference tables print)
     assert "logger.experiment_name=r" in run.data.tags["sketchlab.overrides"]
     assert run.data.tags["sketchlab.resumed_with.2"] == f"trainer.max_steps=4 resume={first}"
+    # the training time goes on from the checkpoint's; the reference table reads it, not the run's span, which
+    # holds the gap between the two processes (here their start-up; between sessions, a night)
+    times = c.get_metric_history(run.info.run_id, "train/time_s")
+    assert [m.step for m in times] == [1, 2, 3, 4] and all(a.value < b.value for a, b in zip(times, times[1:]))
+    sys.path.insert(0, str(REPO / "scripts"))
+    from reference_results import training_minutes
+
+    assert training_minutes(c, run) == times[-1].value / 60
+    assert times[-1].value < (run.info.end_time - run.info.start_time) / 1000
 
 
 def test_sweep_makes_parent_with_children(tmp_path, data_root):

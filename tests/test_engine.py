@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -50,6 +52,26 @@ def test_resume_is_exact(data_root, tmp_path):
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, straight[key], rtol=0, atol=0, msg=key)
     assert opt.param_groups[0]["lr"] == pytest.approx((1e-3 - 1e-5) * 0.9999**4 + 1e-5)
+
+
+def test_training_time_adds_up_over_resumes_without_the_gap(data_root, tmp_path):
+    from sketchlab.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    model, data, opt, sched = parts(data_root)
+    quiet(max_steps=2, val_every=0, ckpt_every=2).fit(model, data, opt, sched, ckpt_dir=tmp_path / "a")
+    state = load_checkpoint(tmp_path / "a")
+    assert 0 < state["train_time_s"] < 60
+    state["train_time_s"] = 1000.0  # as if the first segment had trained for 1,000 s, then sat idle
+    save_checkpoint(tmp_path / "b" / "last.pt", state)
+    model, data, opt, sched = parts(data_root)
+    rec = Recorder()
+    t0 = time.perf_counter()
+    quiet(max_steps=4, val_every=0, ckpt_every=4).fit(model, data, opt, sched, logger=rec, ckpt_dir=tmp_path / "c",
+                                                      resume=tmp_path / "b")
+    second = time.perf_counter() - t0
+    times = [m["train/time_s"] for s, m in rec.metrics if "train/time_s" in m]
+    assert len(times) == 2 and 1000 < times[0] < times[1] < 1000 + second
+    assert times[1] <= load_checkpoint(tmp_path / "c")["train_time_s"] < 1000 + second
 
 
 def test_logs_train_and_val_metrics_with_steps(data_root):

@@ -199,6 +199,9 @@ class Trainer:
         ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
         extra = dict(checkpoint_extra or {})
         start, best_val = 0, math.inf
+        # wall time spent in fit() over all segments of the run (resumes add to it; idle time between them
+        # doesn't count), kept in the checkpoint and logged as train/time_s
+        trained_before, fit_t0 = 0.0, time.perf_counter()
         if resume is not None and not isinstance(resume, dict):
             state = load_checkpoint(resume, map_location=self.device)
         else:
@@ -207,6 +210,7 @@ class Trainer:
             self._restore(state, model, optimizer, scheduler, data, keep_hparams, keep_schedule,
                           source=resume if not isinstance(resume, dict) else "the checkpoint")
             start, best_val = int(state["step"]), float(state.get("best_val", math.inf))
+            trained_before = float(state.get("train_time_s", 0.0))
             log.info("resumed at step %d", start)
         else:
             # the training stream (dropout, augmentation draws) differs per rank; the weights don't
@@ -242,6 +246,9 @@ class Trainer:
         logged_upto = start  # a rewind replays steps: each step's metrics are logged once
         stopped_early = False
         model.train()
+
+        def train_time() -> float:
+            return trained_before + time.perf_counter() - fit_t0
 
         def log_metrics(metrics: dict[str, float], step: int, force: bool = False) -> None:
             if logger is not None and (force or step > logged_upto):
@@ -319,6 +326,7 @@ class Trainer:
                         metrics["train/steps_per_s"] = n_acc / max(elapsed, 1e-9)
                         # time a step waited for its batch (~0 when the prefetch thread keeps ahead)
                         metrics["train/data_wait_ms"] = 1000 * data_wait / n_acc
+                        metrics["train/time_s"] = train_time()
                         bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
                         if not (self.progress and is_main):  # without a bar, the console and train.log get a line
                             log.info("step %d/%d: loss %.4f, lr %.3g, %.2f steps/s", done, self.max_steps,
@@ -346,7 +354,8 @@ class Trainer:
                                 or stopped_early)
                     writes = (ckpt_dir is not None and is_main) or rewind
                     if (periodic or stopping) and writes and not bool(bad) and _finite(params):
-                        state = self._checkpoint_state(model, optimizer, scheduler, data, done, best_val, extra)
+                        state = self._checkpoint_state(model, optimizer, scheduler, data, done, best_val,
+                                                       {**extra, "train_time_s": train_time()})
                         if ckpt_dir is not None and is_main:
                             last_ckpt = save_checkpoint(ckpt_dir / "last.pt", state)
                             if validated_at == done and last_val.get("loss", math.inf) <= best_val:
