@@ -19,11 +19,10 @@ import platform
 import resource
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
-from bench_report import add_memory_option, apply_memory_option, args_config, write_report
+from bench_report import add_run_options, apply_run_options, args_config, write_report
 
 from sketchlab.models.sketch_rnn.cells import CELL_KINDS, make_cell
 from sketchlab.models.sketch_rnn.fused import fused_run
@@ -51,10 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seq-len", type=int, default=250)
     p.add_argument("--input-size", type=int, default=133, help="magenta's decoder input: 5 + z 128")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per path (after one untimed)")
-    p.add_argument("--threads", type=int, default=1)
-    add_memory_option(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    add_run_options(p, threads=1)
     args = p.parse_args(argv)
     if args.rounds < 1 or args.seq_len < 1 or args.threads < 1:
         p.error("--rounds, --seq-len and --threads must be positive")
@@ -88,8 +84,7 @@ def bench_size(kind: str, batch: int, hidden: int, args: argparse.Namespace) -> 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    kept = apply_memory_option(args.keep_freed_memory)
+    kept = apply_run_options(args.threads, args.keep_freed_memory)
     print(f"{platform.processor() or platform.machine()}, {args.threads} thread(s), T {args.seq_len}, "
           f"freed memory kept: {kept}")
     results = []

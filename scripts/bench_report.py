@@ -1,5 +1,6 @@
-"""What the ``scripts/bench_*.py`` share: the JSON report they write with ``--out`` (settings and results),
-and the training process's memory setting (``--keep-freed-memory``), so they time what a training runs."""
+"""What the ``scripts/bench_*.py`` share: the process options every one takes (``--threads``, ``--seed``,
+``--keep-freed-memory``: the training process's memory setting, so they time what a training runs), and the
+JSON report they write with ``--out`` (settings and results)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from sketchlab.engine.runtime import keep_freed_memory
 
@@ -25,13 +28,20 @@ def write_report(out: Path | None, report: dict[str, Any]) -> None:
     print(f"wrote {out}")
 
 
-def add_memory_option(parser: argparse.ArgumentParser) -> None:
-    """``--keep-freed-memory`` / ``--no-keep-freed-memory`` (on by default, as a CPU training has it)."""
+def add_run_options(parser: argparse.ArgumentParser, threads: int | None = 1) -> None:
+    """``--threads`` (default ``threads``; 0 or None: torch's choice), ``--seed``, ``--keep-freed-memory`` /
+    ``--no-keep-freed-memory`` (on by default, as a CPU training has it) and ``--out``."""
+    parser.add_argument("--threads", type=int, default=threads,
+                        help="torch CPU threads (default: %(default)s; 0 or none: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
                         help="glibc keeps freed memory for reuse, as trainer.keep_freed_memory=auto does on a CPU")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
 
 
-def apply_memory_option(keep: bool, device: str = "cpu") -> bool:
-    """Apply ``--keep-freed-memory``'s value to this process when it trains on a CPU (as the trainer's
-    ``auto``); whether freed memory is now kept."""
+def apply_run_options(threads: int | None, keep: bool, device: str = "cpu") -> bool:
+    """Set torch's CPU threads (0 or None: leave torch's choice) and, on a CPU, keep freed memory when ``keep``
+    (as the trainer's ``auto``); whether freed memory is now kept."""
+    if threads:
+        torch.set_num_threads(threads)
     return keep_freed_memory() if keep and device == "cpu" else False

@@ -46,7 +46,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_report import add_memory_option, apply_memory_option, args_config, write_report  # noqa: E402
+from bench_report import add_run_options, apply_run_options, args_config, write_report  # noqa: E402
 from bench_sketch_ode import load_sketches  # noqa: E402
 from bench_sketch_rnn import StepTimer, synthetic_batch  # noqa: E402
 
@@ -77,14 +77,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3, help="timed steps per cell (median)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads in each cell (0: torch's choice)")
     p.add_argument("--set", nargs="+", default=[], metavar="MODEL.KEY=VALUE",
                    help="override a model setting, e.g. sketch_rnn.dec_rnn_size=128 (value parsed as YAML)")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top ops per cell instead")
     p.add_argument("--profile-rows", type=int, default=15)
-    p.add_argument("--seed", type=int, default=0)
-    add_memory_option(p)
-    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    add_run_options(p, threads=1)
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or min(args.batch_sizes) < 1 or min(args.lengths) < 2:
         p.error("need --steps >= 1, --warmup >= 0, batch sizes >= 1 and lengths >= 2")
@@ -153,10 +150,8 @@ def peak_rss_bytes() -> int:
 
 def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """Time one (model, batch, length) cell and measure its memory; meant for a fresh process."""
-    if spec["threads"]:
-        torch.set_num_threads(spec["threads"])
     device = pick_device(spec["device"])
-    apply_memory_option(spec["keep_freed_memory"], device.type)
+    apply_run_options(spec["threads"], spec["keep_freed_memory"], device.type)
     cuda = device.type == "cuda"
     baseline = current_rss_bytes()
     if cuda:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench_report import add_memory_option, apply_memory_option, args_config, write_report
+from bench_report import add_run_options, apply_run_options, args_config, write_report
 
 from sketchlab.data.curves import CurveCollate
 from sketchlab.data.strokes import points_to_stroke3
@@ -70,10 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--z-size", type=int, default=48)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--data", default="auto", help="auto | synthetic | path to vmnist.npz")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    p.add_argument("--seed", type=int, default=0)
-    add_memory_option(p)
-    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    add_run_options(p, threads=None)
     args = p.parse_args(argv)
     if args.steps <= args.warmup or args.warmup < 0 or args.batch_size < 1 or args.n_points < 2:
         p.error("need --steps > --warmup >= 0, --batch-size >= 1 and --n-points >= 2")
@@ -149,9 +146,7 @@ def run_variant(name: str, args: argparse.Namespace, device: torch.device,
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = pick_device(args.device)
-    apply_memory_option(args.keep_freed_memory, device.type)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_run_options(args.threads, args.keep_freed_memory, device.type)
     variants = args.variants or [v for v in VARIANTS if device.type == "cuda" or v != "fast-cudagraph"]
     if "fast-cudagraph" in variants and device.type != "cuda":
         raise SystemExit("fast-cudagraph needs a CUDA device")

@@ -25,12 +25,11 @@ import argparse
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench_report import add_memory_option, apply_memory_option, args_config, write_report
+from bench_report import add_run_options, apply_run_options, args_config, write_report
 
 from sketchlab.data.stroke5 import Stroke5Collate
 from sketchlab.engine.runtime import pick_device
@@ -58,10 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recurrent-dropout", action=argparse.BooleanOptionalAction, default=True,
                    help="magenta's default is on; off lets the lstm train on the native kernel")
     p.add_argument("--bf16", action="store_true", help="autocast the forward to bfloat16")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0)
-    add_memory_option(p)
-    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    add_run_options(p, threads=None)
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.seq_len < 1:
         p.error("--steps, --batch-size and --seq-len must be positive and --warmup >= 0")
@@ -130,10 +126,8 @@ def bench_one(args: argparse.Namespace, device: torch.device, cell: str, mode: s
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    apply_memory_option(args.keep_freed_memory, device.type)
+    apply_run_options(args.threads, args.keep_freed_memory, device.type)
     modes = args.modes or (list(MODES) if device.type == "cuda" else ["eager", "auto", "fast"])
     if device.type != "cuda" and "fast-cudagraphs" in modes:
         raise SystemExit("fast-cudagraphs needs a CUDA device")

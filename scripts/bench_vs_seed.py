@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_report import add_memory_option, apply_memory_option, args_config, write_report  # noqa: E402
+from bench_report import add_run_options, apply_run_options, args_config, write_report  # noqa: E402
 from bench_sketch_rnn import synthetic_batch  # noqa: E402
 
 from sketchlab.models.sketch_rnn import SketchRNN  # noqa: E402
@@ -61,17 +61,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--modes", nargs="+", default=["eager", "auto"], choices=list(MODES),
                    help="sketchlab modes: eager, fast (fast=True), auto (fast=auto, the default config)")
     p.add_argument("--rounds", type=int, default=None, help="timed steps per candidate (default: the preset's)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per candidate first (TorchScript optimises after 2)")
+    p.add_argument("--warmup", type=int, default=3,
+                   help="untimed steps per candidate first (TorchScript optimises after 2)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seq-len", type=int, default=None)
     p.add_argument("--enc-size", type=int, default=None)
     p.add_argument("--dec-size", type=int, default=None)
     p.add_argument("--z-size", type=int, default=128)
     p.add_argument("--num-mixture", type=int, default=20)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    add_memory_option(p)
-    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    add_run_options(p, threads=1)
     args = p.parse_args(argv)
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
@@ -173,8 +171,7 @@ def bench_cell(args: argparse.Namespace, seed_pkg: Any, cell: str, batch: dict[s
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    apply_memory_option(args.keep_freed_memory)
+    apply_run_options(args.threads, args.keep_freed_memory)
     batch = synthetic_batch(args.batch_size, args.seq_len, np.random.default_rng(args.seed))
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="rfeinman-") as tmp:
