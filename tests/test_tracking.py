@@ -67,6 +67,9 @@ def test_comparison_rows_handles_missing_metrics():
 
     header, rows = comparison_rows([R("a", {}), R("b", {"val/best_loss": 1.0})], "val/best_loss")
     assert [r[1] for r in rows] == ["b", "a"] and header[:3] == ["run_id", "name", "status"]
+    assert "trained" not in header  # no run logged its training time
+    header, rows = comparison_rows([R("a", {"train/time_s": 90.0}), R("b", {"val/best_loss": 1.0})], "val/best_loss")
+    assert header[3] == "trained" and [r[3] for r in rows] == ["", "1.5 min"]
 
 
 def test_every_tool_resolves_the_store_the_same_way(tmp_path, monkeypatch):

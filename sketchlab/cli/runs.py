@@ -106,7 +106,7 @@ def trial_state(run: Any) -> str | None:
 
 def comparison_rows(runs: Sequence[Any], metric: str, stale_after: float = STALE_AFTER
                     ) -> tuple[list[str], list[list[str]]]:
-    """A table of runs: name, status, the params that differ between them, and their final metrics.
+    """A table of runs: name, status, training time, the params that differ between them, and their final metrics.
 
     Search trials also get their trial number and state, and are ordered complete, pruned, then the rest.
     """
@@ -121,12 +121,17 @@ def comparison_rows(runs: Sequence[Any], metric: str, stale_after: float = STALE
         order = STATE_ORDER.get(trial_state(run) or "", len(STATE_ORDER)) if trials else 0
         return order, value if value is not None and math.isfinite(value) else math.inf
 
-    header = ["run_id", "name", "status", *(["trial", "state"] if trials else []), *varying, *metrics]
+    timed = any("train/time_s" in r.data.metrics for r in runs)
+    header = ["run_id", "name", "status", *(["trial", "state"] if trials else []), *(["trained"] if timed else []),
+              *varying, *metrics]
     rows = []
     for run in sorted(runs, key=key):
         row = [run.info.run_id[:8], run.info.run_name or "", shown_status(run, stale_after)]
         if trials:
             row += [run.data.tags.get(TRIAL_NUMBER_TAG, ""), trial_state(run) or ""]
+        if timed:  # training time summed over the run's resumes (train/time_s), not its start-to-end span
+            seconds = run.data.metrics.get("train/time_s")
+            row.append(f"{seconds / 60:.1f} min" if seconds is not None else "")
         row += [run.data.params.get(k, "") for k in varying]
         row += [f"{run.data.metrics[m]:.4f}" if m in run.data.metrics else "" for m in metrics]
         rows.append(row)
