@@ -22,12 +22,12 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def training_minutes(client, run) -> float:
-    """Minutes the run trained: its last ``train/time_s`` (summed over resumes, without the idle time between
+def training_minutes(run) -> float:
+    """Minutes the run trained: its latest ``train/time_s`` (summed over resumes, without the idle time between
     them), else, for runs from before that metric, MLflow's start-to-end span."""
-    times = client.get_metric_history(run.info.run_id, "train/time_s")
-    if times:
-        return max(times, key=lambda m: m.step).value / 60
+    seconds = run.data.metrics.get("train/time_s")
+    if seconds is not None:
+        return seconds / 60
     return ((run.info.end_time or run.info.start_time) - run.info.start_time) / 60000
 
 
@@ -41,7 +41,7 @@ def rows(client, experiment: str) -> list[list[str]]:
         if "val/best_loss" not in m and "val/loss" not in m:
             continue
         steps = max((h.step for h in client.get_metric_history(run.info.run_id, "train/loss")), default=0)
-        minutes = training_minutes(client, run)
+        minutes = training_minutes(run)
         model = t.get("sketchlab.model", "?")
         own = (f"L_R {_fmt(m.get('test/recon'))}, L_KL {_fmt(m.get('test/kl_raw'))}" if model == "sketch_rnn"
                else f"smooth-L1 {_fmt(m.get('test/recon_xy'))}, pen BCE {_fmt(m.get('test/pen_bce'))}")
