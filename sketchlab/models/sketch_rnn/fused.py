@@ -49,6 +49,11 @@ def _forget_shift(forget_bias: float, like: Tensor) -> Tensor:
     return fb
 
 
+def _rows(b: int, *tensors: Tensor | None) -> tuple:
+    """The first ``b`` rows (batch entries) of each tensor; the tensors themselves when ``b`` is all of them."""
+    return tuple(t if t is None or b == t.shape[0] else t[:b] for t in tensors)
+
+
 def _lstm_coefs(acts: Tensor, tanh_c: Tensor, c_prev: Tensor, keep: Tensor | None) -> Tensor:
     """The chain-independent factors of an LSTM's BPTT, for all steps at once.
 
@@ -162,16 +167,23 @@ class _LNTape:
 
 
 class _FusedLSTM(torch.autograd.Function):
-    """Outputs ``(hs, cs)``: the states after every step, ``(T, B, hidden)`` each."""
+    """Outputs ``(hs, cs)``: the states after every step, ``(T, B, hidden)`` each.
+
+    ``live`` (plain LSTM only): the number of sequences still running at each step, for a batch sorted
+    by decreasing length. Step ``t`` then computes only the first ``live[t]`` rows; the others' states
+    there are left at zero and never read (the caller reads each row up to its last step only).
+    """
 
     @staticmethod
     def forward(ctx, xp: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, keep: Tensor | None, forget_bias: float,
                 ln_all_gamma: Tensor | None, ln_all_beta: Tensor | None, ln_c_gamma: Tensor | None,
-                ln_c_beta: Tensor | None) -> tuple[Tensor, Tensor]:
+                ln_c_beta: Tensor | None, live: list[int] | None = None) -> tuple[Tensor, Tensor]:
         steps, batch, four_n = xp.shape
         n = four_n // 4
         ln = ln_all_gamma is not None
-        new = xp.new_empty
+        if ln and live is not None:
+            raise ValueError("the fused layer-norm LSTM runs every row at every step (live=None)")
+        new = xp.new_empty if live is None else xp.new_zeros  # dead rows must read as finite zeros
         hs, cs = new(steps + 1, batch, n), new(steps + 1, batch, n)  # states, the initial one first
         hs[0], cs[0] = h0, c0
         hs_t, cs_t = hs.unbind(0), cs.unbind(0)
@@ -195,18 +207,20 @@ class _FusedLSTM(torch.autograd.Function):
             acts_t, tanh_c_t = acts.unbind(0), tanh_c.unbind(0)
             # the forget bias folded into the input projection
             xp_t = xp.view(steps, batch, 4, n).add(fb).view(steps, batch, four_n).unbind(0)
-            h, c = h0, c0
             for t in range(steps):
-                a = acts_t[t]
-                g = torch.addmm(xp_t[t], h, w_hh).view(batch, 4, n)
+                b = batch if live is None else live[t]
+                if b == 0:
+                    break
+                a, xpt, ct, keept = _rows(b, acts_t[t], xp_t[t], cs_t[t], keep_t[t])
+                g = torch.addmm(xpt, _rows(b, hs_t[t])[0], w_hh).view(b, 4, n)
                 torch.sigmoid(g, out=a)
                 torch.tanh(g[:, 1], out=a[:, 1])
                 si, tj, sf, so = a.unbind(1)
-                cand = tj * keep_t[t] if keep_t[t] is not None else tj
-                c = torch.addcmul(c * sf, si, cand, out=cs_t[t + 1])
-                h = torch.mul(torch.tanh(c, out=tanh_c_t[t]), so, out=hs_t[t + 1])
+                cand = tj * keept if keept is not None else tj
+                c = torch.addcmul(ct * sf, si, cand, out=_rows(b, cs_t[t + 1])[0])
+                torch.mul(torch.tanh(c, out=_rows(b, tanh_c_t[t])[0]), so, out=_rows(b, hs_t[t + 1])[0])
             saved = [w_hh, hs, cs, keep, acts, tanh_c]
-        ctx.ln = ln
+        ctx.ln, ctx.live = ln, live
         ctx.set_materialize_grads(False)  # unused outputs (the encoder's) get no zero gradients
         ctx.save_for_backward(*saved)
         return hs[1:], cs[1:]
@@ -237,25 +251,36 @@ class _FusedLSTM(torch.autograd.Function):
             grads_ln: tuple = tape.ln_grads()
         else:
             acts, tanh_c = rest
+            live = ctx.live
             coefs = _lstm_coefs(acts, tanh_c, cs[:-1], keep)
             coef_ijf, coef_o, coef_c = coefs[:, :, :3], coefs[:, :, 3], coefs[:, :, 4]
-            d_raw = acts.new_empty(steps, batch, 4, n)  # w.r.t. xp[t] + h @ W_hh
+            # w.r.t. xp[t] + h @ W_hh; zero where a row does not run, for the batched products below
+            d_raw = acts.new_empty(steps, batch, 4, n) if live is None else acts.new_zeros(steps, batch, 4, n)
             d_raw_t, sf_t = d_raw.unbind(0), acts[:, :, 2].unbind(0)
             coef_o_t, coef_c_t, coef_ijf_t = coef_o.unbind(0), coef_c.unbind(0), coef_ijf.unbind(0)
             for t in range(steps - 1, -1, -1):
+                b = batch if live is None else live[t]
+                if b == 0:
+                    continue
+                # the rows past b have not started (going backwards): their dh, dc stay zero
+                dhb, dcb = _rows(b, dh, dc)
                 if d_hs_t is not None:
-                    dh = dh + d_hs_t[t]
+                    dhb = dhb + _rows(b, d_hs_t[t])[0]
                 if d_cs_t is not None:
-                    dc = dc + d_cs_t[t]
-                dg = d_raw_t[t]
-                torch.mul(dh, coef_o_t[t], out=dg[:, 3])
-                dc = torch.addcmul(dc, dh, coef_c_t[t])
-                torch.mul(coef_ijf_t[t], dc.unsqueeze(1), out=dg[:, :3])
-                dc = dc * sf_t[t]
-                dh = dg.view(batch, 4 * n) @ w_t
+                    dcb = dcb + _rows(b, d_cs_t[t])[0]
+                dg, co, cc, cijf, sf = _rows(b, d_raw_t[t], coef_o_t[t], coef_c_t[t], coef_ijf_t[t], sf_t[t])
+                torch.mul(dhb, co, out=dg[:, 3])
+                dcb = torch.addcmul(dcb, dhb, cc)
+                torch.mul(cijf, dcb.unsqueeze(1), out=dg[:, :3])
+                if b == batch:
+                    dc = dcb * sf
+                    dh = dg.view(batch, 4 * n) @ w_t
+                else:
+                    torch.mul(dcb, sf, out=dc[:b])
+                    torch.mm(dg.view(b, 4 * n), w_t, out=dh[:b])
             grads_ln = (None, None, None, None)
         d_w = hs[:-1].reshape(steps * batch, n).t() @ d_raw.view(steps * batch, 4 * n)
-        return (d_raw.view(steps, batch, 4 * n), dh, dc, d_w, None, None, *grads_ln)
+        return (d_raw.view(steps, batch, 4 * n), dh, dc, d_w, None, None, *grads_ln, None)
 
 
 class _FusedHyperLSTM(torch.autograd.Function):
@@ -402,7 +427,8 @@ def _fused_states(cell: MagentaCell, xp: Tensor, keep: Tensor | None, state: Sta
     return _FusedLSTM.apply(xp, *state, cell.w_hh, keep, float(cell.forget_bias), *ln)
 
 
-def fused_run(cell: MagentaCell, x: Tensor, state: State, lengths: Tensor | None = None) -> tuple[Tensor, State]:
+def fused_run(cell: MagentaCell, x: Tensor, state: State, lengths: Tensor | None = None,
+              context: Tensor | None = None) -> tuple[Tensor, State]:
     """:func:`~sketchlab.models.sketch_rnn.recurrence.run_loop` of one of magenta's cells as one Function.
 
     Same arguments and results as the loop (outputs ``(T, B, hidden)`` and the final state); draws the
@@ -411,14 +437,34 @@ def fused_run(cell: MagentaCell, x: Tensor, state: State, lengths: Tensor | None
     if not supports_fused(cell):
         raise TypeError(f"fused_run runs LSTMCell, LayerNormLSTMCell and HyperLSTMCell, not {type(cell).__name__}")
     steps, batch = x.shape[0], x.shape[1]
-    xp = cell.project_input(x)
-    keep = cell.dropout_masks(steps, batch, xp)
-    states = _fused_states(cell, xp.contiguous(), keep, state)
     if lengths is None:
+        xp = cell.project_input(x, context)
+        keep = cell.dropout_masks(steps, batch, xp)
+        states = _fused_states(cell, xp.contiguous(), keep, state)
         return states[0], tuple(s[-1] for s in states)
     # dynamic_rnn's frozen states: outputs repeat the last live state, the final state is the one at
     # step lengths - 1. Steps past a length change nothing that is read, so they need no masking inside.
-    last = (lengths.to(x.device) - 1).clamp(max=steps - 1)
-    cols = torch.arange(batch, device=x.device)
+    lengths = lengths.to(x.device)
+    if int(lengths.min()) < 1:
+        raise ValueError("every sequence needs at least one step (found a length < 1)")
+    last = (lengths - 1).clamp(max=steps - 1)
     index = torch.minimum(torch.arange(steps, device=x.device).unsqueeze(1), last)  # (T, B)
-    return states[0][index, cols], tuple(s[last, cols] for s in states)
+    if type(cell) is not LSTMCell:
+        xp = cell.project_input(x, context)
+        keep = cell.dropout_masks(steps, batch, xp)
+        states = _fused_states(cell, xp.contiguous(), keep, state)
+        cols = torch.arange(batch, device=x.device)
+        return states[0][index, cols], tuple(s[last, cols] for s in states)
+    # the plain LSTM skips the padding (as pack_padded_sequence does): the batch sorted by decreasing
+    # length, step t runs only the sequences still going; row b of the result is sorted row pos[b]
+    order = torch.argsort(lengths, descending=True, stable=True)
+    pos = torch.empty_like(order)
+    pos[order] = torch.arange(batch, device=x.device)
+    live = (lengths.unsqueeze(0) > torch.arange(steps, device=x.device).unsqueeze(1)).sum(1).tolist()
+    xp = cell.project_input(x[:, order], None if context is None else context[order])
+    keep = cell.dropout_masks(steps, batch, xp)  # drawn in the batch's order, as on every other path
+    if keep is not None:
+        keep = keep[:, order]
+    states = _FusedLSTM.apply(xp.contiguous(), *(s[order] for s in state), cell.w_hh, keep,
+                              float(cell.forget_bias), None, None, None, None, live)
+    return states[0][index, pos], tuple(s[last, pos] for s in states)

@@ -154,9 +154,16 @@ class SketchRNN(SketchModel):
         return torch.cat([x, z.to(x.dtype).unsqueeze(1).expand(-1, x.shape[1], -1)], dim=-1)
 
     def decode_params(self, x: Tensor, z: Tensor | None, state: State) -> tuple[gmm.Mixture, State]:
-        """Run the decoder over inputs ``x`` (B, T, 5) from ``state``: mixture parameters (B, T, ...)."""
-        inputs = self.input_dropout(self._decoder_input(x, z))
-        out, state = self.decoder.run(inputs.transpose(0, 1), state)
+        """Run the decoder over inputs ``x`` (B, T, 5) from ``state``: mixture parameters (B, T, ...).
+
+        Every step's input is ``[x_t, z]``. Unless input dropout is active (it drops z's entries per
+        step), z goes in as the decoder's per-sequence context, projected once instead of at every step.
+        """
+        if z is not None and self.training and self.input_dropout.p > 0:
+            inputs, context = self.input_dropout(self._decoder_input(x, z)), None
+        else:
+            inputs, context = self.input_dropout(x), None if z is None else z.to(x.dtype)
+        out, state = self.decoder.run(inputs.transpose(0, 1), state, context)
         out = self.output(self.output_dropout(out.transpose(0, 1)))
         return gmm.split_params(out.float(), self.num_mixture), state
 
@@ -230,7 +237,7 @@ class SketchRNN(SketchModel):
         prev = like.new_tensor(START_TOKEN).expand(batch, 5)
         rows, done = [], torch.zeros(batch, dtype=torch.bool, device=like.device)
         for _ in range(max_len):
-            xp = cell.project_input(self._decoder_input(prev.unsqueeze(1), z)[:, 0])
+            xp = cell.project_input(prev, z)
             state = step(xp, state, None)
             mix = gmm.split_params(self.output(cell.output(state)).float(), self.num_mixture)
             prev = gmm.sample_step(mix, temperature, greedy, generator).to(like.dtype)

@@ -58,15 +58,17 @@ def reverse_sequence(x: Tensor, lengths: Tensor) -> Tensor:
 
 
 def run_loop(cell: MagentaCell, x: Tensor, state: State, step: StepFn | None = None,
-             lengths: Tensor | None = None, collect: bool = True) -> tuple[Tensor | None, State]:
+             lengths: Tensor | None = None, collect: bool = True,
+             context: Tensor | None = None) -> tuple[Tensor | None, State]:
     """Run ``cell`` over ``x`` (T, B, input) from ``state``; the outputs (T, B, hidden) and the final state.
 
     With ``lengths`` the state stops changing after each sequence's last step (``dynamic_rnn`` with
-    ``sequence_length``), so the final state is the one at step ``lengths[b] - 1``.
+    ``sequence_length``), so the final state is the one at step ``lengths[b] - 1``. A ``context``
+    (B, c) is appended to every step's input (see :meth:`MagentaCell.project_input`).
     """
     step = step or cell.step
     steps, batch = x.shape[0], x.shape[1]
-    xp = cell.project_input(x)
+    xp = cell.project_input(x, context)
     masks = cell.dropout_masks(steps, batch, xp)
     # unbind, not xp[t]: indexing's backward would build a zero (T, B, ...) gradient for every step
     xp_t = xp.unbind(0)
@@ -254,14 +256,17 @@ class CellRunner(nn.Module):
         each call's outputs would be overwritten by the next replay while still in use)."""
         return self.cell.step if self.uses_cudagraphs else self.step
 
-    def run(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """Outputs (T, B, hidden) and final state over the whole of ``x`` (T, B, input)."""
+    def run(self, x: Tensor, state: State, context: Tensor | None = None) -> tuple[Tensor, State]:
+        """Outputs (T, B, hidden) and final state over the whole of ``x`` (T, B, input), with an optional
+        per-sequence ``context`` (B, c) appended to every step's input."""
         path = self.path(x.shape[1])
-        if path == "native":
+        if path == "native":  # nn.LSTM takes whole input rows
+            if context is not None:
+                x = torch.cat([x, context.unsqueeze(0).expand(x.shape[0], -1, -1)], dim=-1)
             return self.native().run(x, state)
         if path == "fused":
-            return fused_run(self.cell, x, state)
-        outputs, state = run_loop(self.cell, x, state, self.step)
+            return fused_run(self.cell, x, state, context=context)
+        outputs, state = run_loop(self.cell, x, state, self.step, context=context)
         assert outputs is not None
         return outputs, state
 
