@@ -32,7 +32,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from sketchlab.models.sketch_rnn.cells import HyperLSTMCell, LSTMCell, MagentaCell, State
-from sketchlab.models.sketch_rnn.fused import fused_run, supports_fused
+from sketchlab.models.sketch_rnn.fused import fused_run, fused_run_many, supports_fused, supports_fused_many
 
 StepFn = Callable[[Tensor, State, "Tensor | None"], State]
 
@@ -283,6 +283,11 @@ def bidirectional_final_hidden(fw: CellRunner, bw: CellRunner, x: Tensor, length
         return fw.native(bw.cell).final_hidden(x, lengths)
     batch = x.shape[1]
     x_rev = reverse_sequence(x, lengths)
+    if fw.path(batch) == "fused" and bw.path(batch) == "fused" and supports_fused_many([fw.cell, bw.cell]):
+        # both directions in one loop (they share the lengths): half the small ops per step
+        zero = fw.cell.zero_state(batch, x)
+        (_, state_fw), (_, state_bw) = fused_run_many([fw.cell, bw.cell], [x, x_rev], [zero, zero], lengths)
+        return torch.cat([state_fw[0], state_bw[0]], dim=-1)
 
     def final(runner: CellRunner, inputs: Tensor) -> State:
         start = runner.cell.zero_state(batch, inputs)
