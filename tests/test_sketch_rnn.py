@@ -222,6 +222,26 @@ def test_dropout_is_active_in_training_only():
     assert not torch.allclose(run(), run())
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("input_dropout", [False, True])
+def test_the_decoder_reads_z_at_every_step(cell, input_dropout):
+    # z enters as a per-sequence context projected once (or, under input dropout, appended to every
+    # step's input and dropped with it): either way the decoder computes magenta's cell over [x_t, z]
+    model = _model(dec_model=cell, use_input_dropout=input_dropout, input_dropout=0.3).double().train()
+    x = _batch()["strokes"][:, :-1].double()
+    z = torch.randn(x.shape[0], TINY["z_size"], dtype=torch.float64)
+    state = model.initial_state(z, x.shape[0], x)
+    torch.manual_seed(3)
+    got = model.decode_params(x, z, state)[0].mu1
+    torch.manual_seed(3)
+    inputs = model.input_dropout(torch.cat([x, z.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=-1))
+    if input_dropout:
+        assert (inputs[..., 5:] == 0).any()  # z's entries are dropped per step, so z cannot be projected once
+    out, _ = model.decoder.run(inputs.transpose(0, 1), state)
+    expected = split_params(model.output(out.transpose(0, 1)).float(), M).mu1  # the model's float32 read-out
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+
+
 # -- sampling -------------------------------------------------------------------------------------
 
 def test_adjust_temp_matches_magenta():

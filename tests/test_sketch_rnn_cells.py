@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sketchlab.models.sketch_rnn.cells import (HyperLSTMCell, LayerNormLSTMCell, LSTMCell, lstm_ortho_, make_cell,
-                                               orthogonal)
+                                               orthogonal, project)
 from sketchlab.models.sketch_rnn.recurrence import reverse_sequence, run_loop
 
 X, N, B, T = 5, 6, 3, 4
@@ -207,6 +207,41 @@ def test_recurrent_dropout_masks_only_in_training():
     assert abs(float((masks > 0).float().mean()) - 0.75) < 0.02
     assert cell.eval().dropout_masks(200, 10, like) is None
     assert LSTMCell(X, N, recurrent_dropout=0.0).train().dropout_masks(5, 2, like) is None
+
+
+def test_dropout_masks_are_bernoullis_masks_and_leave_the_same_random_state():
+    # the masks of earlier versions were torch.bernoulli(full(keep)) / keep: a run's random stream, and
+    # so its losses, must not change with the faster draw
+    cell = LSTMCell(X, N, recurrent_dropout=0.1).train()
+    torch.manual_seed(7)
+    masks = cell.dropout_masks(50, 16, torch.zeros(1))
+    after = torch.get_rng_state()
+    torch.manual_seed(7)
+    expected = torch.bernoulli(torch.full((50, 16, N), 0.9)) / 0.9
+    assert torch.equal(masks, expected)
+    assert torch.equal(after, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("leading", [(3,), (7, 3)])
+def test_a_context_is_projected_as_if_appended_to_every_step(with_bias, leading):
+    torch.manual_seed(0)
+    weight = torch.randn(5 + 4, 12, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(12, dtype=torch.float64, requires_grad=True) if with_bias else None
+    x = torch.randn(*leading, 5, dtype=torch.float64)
+    context = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    whole = torch.cat([x, context.expand(*leading, 4)], dim=-1)
+    results = []
+    for got in (project(x, weight, context, bias), project(whole, weight, None, bias)):
+        assert got.shape == (*leading, 12)
+        params = [weight, context] + ([bias] if with_bias else [])
+        results.append((got.detach(), torch.autograd.grad((got ** 2).sum(), params)))
+    (y1, g1), (y2, g2) = results
+    torch.testing.assert_close(y1, y2, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="must add up to the cell's input size 9"):
+        project(x, weight, context[:, :3])
 
 
 def test_bad_cell_arguments_are_rejected():

@@ -5,8 +5,8 @@ import torch
 
 from sketchlab.models.sketch_rnn import SketchRNN
 from sketchlab.models.sketch_rnn.cells import make_cell
-from sketchlab.models.sketch_rnn.fused import fused_run
-from sketchlab.models.sketch_rnn.recurrence import CellRunner, run_loop
+from sketchlab.models.sketch_rnn.fused import fused_run, fused_run_many
+from sketchlab.models.sketch_rnn.recurrence import CellRunner, reverse_sequence, run_loop
 
 
 def _grads(module, loss):
@@ -52,6 +52,46 @@ def test_fused_run_matches_the_loop_in_float64(kind, with_lengths):
     assert all(g.abs().sum() > 0 for g in g1)  # nothing is compared vacuously
     for a, b in [(o1, o2), *zip(s1, s2), *zip(g1, g2)]:
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("lengths", [None, [7, 2, 5, 1], [3, 2, 3, 1]])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_plain_lstms_run_together_as_they_run_alone(lengths, dropout):
+    # the encoder's two directions as one Function, skipping padding (live rows only; [3, 2, 3, 1] ends
+    # before T = 7): outputs, final states and every gradient as two separate eager loops
+    torch.manual_seed(0)
+    cells = [_cell("lstm", 5, 8, dropout).double().train() for _ in range(2)]
+    lengths = None if lengths is None else torch.tensor(lengths)
+    x = torch.randn(7, 4, 5, dtype=torch.float64)
+    xs = [x, x if lengths is None else reverse_sequence(x, lengths)]
+    starts = [tuple(s.clone().requires_grad_() for s in torch.randn(2, 4, 8, dtype=torch.float64)) for _ in cells]
+    out_w = torch.randn(2, 7, 4, 8, dtype=torch.float64)
+    state_w = torch.randn(2, 2, 4, 8, dtype=torch.float64)
+    results = []
+    for together in (False, True):
+        torch.manual_seed(1)  # the same dropout masks, drawn cell after cell
+        if together:
+            runs = fused_run_many(cells, xs, starts, lengths)
+        else:
+            runs = [run_loop(c, xi, s0, lengths=lengths) for c, xi, s0 in zip(cells, xs, starts)]
+        loss = sum((out * out_w[g]).sum() + (state[0] ** 2).sum() + (state[0] * state_w[g, 0]).sum()
+                   + (state[1] * state_w[g, 1]).sum() for g, (out, state) in enumerate(runs))
+        leaves = [p for c in cells for p in c.parameters()] + [s for start in starts for s in start]
+        results.append(([o.detach() for o, _ in runs], [s.detach() for _, st in runs for s in st],
+                        torch.autograd.grad(loss, leaves)))
+    (o1, s1, g1), (o2, s2, g2) = results
+    assert all(g.abs().sum() > 0 for g in g1)
+    for a, b in [*zip(o1, o2), *zip(s1, s2), *zip(g1, g2)]:
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+def test_fused_runs_refuse_an_empty_sequence_and_mixed_cells():
+    cell = _cell("lstm", 5, 8)
+    x = torch.randn(4, 2, 5)
+    with pytest.raises(ValueError, match="at least one step"):
+        fused_run(cell, x, cell.zero_state(2, x), torch.tensor([3, 0]))
+    with pytest.raises(TypeError, match="plain LSTMCells of one size"):
+        fused_run_many([cell, _cell("lstm", 5, 6)], [x, x], [cell.zero_state(2, x)] * 2)
 
 
 def _model_losses(dec, dtype=torch.float32):

@@ -204,13 +204,14 @@ class _FusedPlainLSTM(torch.autograd.Function):
         keep_t = keep.unbind(1) if keep is not None else (None,) * steps
         for t in range(steps):
             b = live[t]
-            if b < batch:  # the backward's weight gradient reads every state: finite zeros where none ran
-                hs_t[t + 1][:, b:].zero_()
-            if b == 0:
-                hs[:, t + 2:].zero_()
-                break
-            a, xpt, h, c, keept, c_out, tc_out, h_out = _rows(b, acts_t[t], xp_t[t], hs_t[t], cs_t[t], keep_t[t],
-                                                             cs_t[t + 1], tanh_c_t[t], hs_t[t + 1])
+            views = (acts_t[t], xp_t[t], hs_t[t], cs_t[t], keep_t[t], cs_t[t + 1], tanh_c_t[t], hs_t[t + 1])
+            if b < batch:
+                hs_t[t + 1][:, b:].zero_()  # the backward's weight gradient reads every state: finite zeros
+                if b == 0:
+                    hs[:, t + 2:].zero_()
+                    break
+                views = _rows(b, *views)
+            a, xpt, h, c, keept, c_out, tc_out, h_out = views
             g = torch.baddbmm(xpt, h, w_step).view(groups, b, 4, n)
             torch.sigmoid(g, out=a)
             torch.tanh(g[:, :, 1], out=a[:, :, 1])
@@ -246,13 +247,14 @@ class _FusedPlainLSTM(torch.autograd.Function):
         dh, dc = hs.new_zeros(groups, batch, n), hs.new_zeros(groups, batch, n)
         for t in range(steps - 1, -1, -1):
             b = live[t]
-            if b < batch:  # no gradient where no row ran (read by the batched products below)
-                d_raw_t[t][:, b:].zero_()
+            views = (dh, dc, d_raw_t[t], coef_o_t[t], coef_c_t[t], coef_ijf_t[t], sf_t[t], d_hs_t[t], d_cs_t[t])
+            if b < batch:
+                d_raw_t[t][:, b:].zero_()  # no gradient where no row ran (read by the batched products below)
                 if b == 0:
                     continue
-            # going backwards, the rows past b have not started: their dh and dc are still zero
-            dhb, dcb, dg, co, cc, cijf, sf, dht, dct = _rows(b, dh, dc, d_raw_t[t], coef_o_t[t], coef_c_t[t],
-                                                             coef_ijf_t[t], sf_t[t], d_hs_t[t], d_cs_t[t])
+                # going backwards, the rows past b have not started: their dh and dc are still zero
+                views = _rows(b, *views)
+            dhb, dcb, dg, co, cc, cijf, sf, dht, dct = views
             if dht is not None:
                 dhb = dhb + dht
             if dct is not None:
