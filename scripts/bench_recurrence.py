@@ -52,8 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per path (after one untimed)")
     add_run_options(p, threads=1)
     args = p.parse_args(argv)
-    if args.rounds < 1 or args.seq_len < 1 or args.threads < 1:
-        p.error("--rounds, --seq-len and --threads must be positive")
+    if args.rounds < 1 or args.seq_len < 1 or args.threads < 0:
+        p.error("--rounds and --seq-len must be positive, --threads positive or 0 (torch's choice)")
     return args
 
 
@@ -85,7 +85,7 @@ def bench_size(kind: str, batch: int, hidden: int, args: argparse.Namespace) -> 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     kept = apply_run_options(args.threads, args.keep_freed_memory)
-    print(f"{platform.processor() or platform.machine()}, {args.threads} thread(s), T {args.seq_len}, "
+    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), T {args.seq_len}, "
           f"freed memory kept: {kept}")
     results = []
     for kind in args.cells:

@@ -10,6 +10,11 @@ depend on the chain (activation derivatives) is computed for all steps at once b
 parameter gradients (recurrent weights, the HyperLSTM's embedding weights, the layer-norm gains and
 shifts) are batched products over all steps after it.
 
+Plain LSTMs run as groups (:func:`fused_run_many`): the encoder's two directions share one loop, with
+batched products, which halves the small ops per step. Given sequence lengths, a plain LSTM skips the
+padding as ``pack_padded_sequence`` does (the batch sorted by decreasing length, each step running the
+sequences still going), and returns each sequence's final state from the Function itself.
+
 The maths is the cell's ``step`` exactly (same gate order ``i, j, f, o``, forget bias, recurrent
 dropout on the (main) candidate with the masks drawn up front, layer norm with epsilon 1e-3, the
 state at each sequence's last step as its final state), so losses and gradients agree with the eager
