@@ -40,11 +40,11 @@ StepFn = Callable[[Tensor, State, "Tensor | None"], State]
 FAST_CHOICES = (False, True, "auto")
 #: ``fast="auto"`` on a CPU runs a hyper cell fused only while batch x hidden size is at most this. The
 #: fused path saves the loop's per-op overhead, which stops paying once each step's products are large.
-#: ``scripts/bench_recurrence.py --cells hyper --sizes 16x256 16x512 32x512 64x256 100x256 100x384 100x512``
-#: (2026-12-02, 2-core VM with a training beside it, freed memory kept), fused over eager speed:
-#: 1.26, 1.33, 1.12, 1.03, 1.42 (1.02 rerun alone), 0.85, 0.84; an earlier run of the same loop put every
-#: size on the same side of 1. The lstm and layer_norm cells were within about 10 % of eager or faster at
-#: every one of these sizes.
+#: ``scripts/bench_recurrence.py --cells hyper --sizes 16x256 32x256 64x256 100x256 16x512 32x512 64x512``
+#: and ``--sizes 100x384 100x512`` (2026-12-02, quiet 2-core VM, T 250, freed memory kept), fused over
+#: eager speed: 1.33, 1.23, 1.13, 0.96, 1.33, 1.19, 1.09 and 0.57, 0.64 (there the fused tapes take about
+#: half a million page faults a call in that benchmark). The lstm and layer_norm cells were within about
+#: 10 % of eager or faster at every size measured (earlier runs, on a loaded machine).
 FUSED_HYPER_MAX_WORK = 32768
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: The torch.compile modes that replay CUDA graphs.
