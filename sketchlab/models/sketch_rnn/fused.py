@@ -184,7 +184,7 @@ class _FusedPlainLSTM(torch.autograd.Function):
     ``(G, T, B, n)`` or None. Outputs ``(hs, cs, h_last, c_last)``: the states after every step,
     ``(G, T, B, n)`` each, and each sequence's final state ``(G, B, n)``. One group is one cell; the
     encoder runs its two directions as two groups, which halves the number of small ops per step (at
-    Sketch-RNN's sizes their overhead, not arithmetic, is most of a step).
+    Sketch-RNN's small sizes their fixed cost is a large part of a step).
 
     ``live``: the number of sequences still running at each step, for a batch sorted by decreasing
     length (None: all of them, all the way). Step ``t`` then computes only the first ``live[t]`` rows;
