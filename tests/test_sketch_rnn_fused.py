@@ -94,13 +94,13 @@ def test_fused_runs_refuse_an_empty_sequence_and_mixed_cells():
         fused_run_many([cell, _cell("lstm", 5, 6)], [x, x], [cell.zero_state(2, x)] * 2)
 
 
-def _model_losses(dec, dtype=torch.float32):
+def _model_losses(dec, dtype=torch.float32, training=True):
     """Loss and every parameter's gradient of a tiny SketchRNN (encoder and decoder ``dec``), eager and auto."""
     models = {}
     for fast in (False, "auto"):
         torch.manual_seed(0)
         models[fast] = SketchRNN(enc_rnn_size=6, dec_rnn_size=10, z_size=4, num_mixture=3, enc_model=dec,
-                                 dec_model=dec, max_seq_len=12, fast=fast, **HYPER).train().to(dtype)
+                                 dec_model=dec, max_seq_len=12, fast=fast, **HYPER).train(training).to(dtype)
     assert models["auto"].decoder.path() == "fused" and models["auto"].enc_fw.path() == "fused"
     assert models[False].decoder.path() == "eager"
     strokes = torch.zeros(4, 13, 5)
@@ -132,11 +132,12 @@ def test_fast_auto_model_loss_and_every_gradient_match_eager(dec):
 
 
 @pytest.mark.parametrize("dec", ["lstm", "layer_norm", "hyper"])
-def test_fast_auto_model_matches_eager_in_float64(dec, monkeypatch):
+@pytest.mark.parametrize("training", [True, False])
+def test_fast_auto_model_matches_eager_in_float64(dec, training, monkeypatch):
     # the model casts its batch and mixture parameters to float32 with .float(); made a no-op here so
-    # that the whole model (encoder, decoder, mixture loss) runs in float64
+    # that the whole model (encoder, decoder, mixture loss) runs in float64. Eval mode: no dropout masks
     monkeypatch.setattr(torch.Tensor, "float", lambda self: self)
-    out = _model_losses(dec, torch.float64)
+    out = _model_losses(dec, torch.float64, training)
     torch.testing.assert_close(out["auto"][0], out[False][0], rtol=1e-12, atol=0)
     for a, b in zip(out["auto"][1], out[False][1]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
