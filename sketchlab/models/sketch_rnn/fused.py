@@ -225,9 +225,9 @@ class _FusedPlainLSTM(torch.autograd.Function):
             c = torch.addcmul(c * sf, si, cand, out=c_out)
             torch.mul(torch.tanh(c, out=tc_out), so, out=h_out)
         # rows ending at step t: [live[t + 1], live[t]) of the sorted batch
-        ends = [(t, nxt, b) for t, (b, nxt) in enumerate(zip(live, [*live[1:], 0])) if b > nxt]
+        ends = {t: (nxt, b) for t, (b, nxt) in enumerate(zip(live, [*live[1:], 0])) if b > nxt}
         last = torch.empty(batch, dtype=torch.long, device=xp.device)
-        for t, first, stop in ends:
+        for t, (first, stop) in ends.items():
             last[first:stop] = t + 1
         rows = torch.arange(batch, device=xp.device)
         ctx.live, ctx.ends = live, ends
@@ -240,7 +240,7 @@ class _FusedPlainLSTM(torch.autograd.Function):
     def backward(ctx, d_hs: Tensor | None, d_cs: Tensor | None, d_h_last: Tensor | None,
                  d_c_last: Tensor | None) -> tuple:
         w_hh, hs, cs, keep, acts, tanh_c = ctx.saved_tensors
-        live, ends = ctx.live, dict((t, (first, stop)) for t, first, stop in ctx.ends)
+        live, ends = ctx.live, ctx.ends
         groups, steps, batch, _, n = acts.shape
         w_t = w_hh.transpose(1, 2)
         coefs = _lstm_coefs(acts, tanh_c, cs[:, :-1], keep)
@@ -264,13 +264,11 @@ class _FusedPlainLSTM(torch.autograd.Function):
                 dhb = dhb + dht
             if dct is not None:
                 dcb = dcb + dct
-            if t in ends:  # the final states of the rows that end here
+            if t in ends:  # the final states of the rows that end here (dh and dc are this loop's own buffers)
                 first, stop = ends[t]
                 if d_h_last is not None:
-                    dhb = dhb.clone() if dht is None else dhb
                     dhb[:, first:stop] += d_h_last[:, first:stop]
                 if d_c_last is not None:
-                    dcb = dcb.clone() if dct is None else dcb
                     dcb[:, first:stop] += d_c_last[:, first:stop]
             torch.mul(dhb, co, out=dg[:, :, 3])
             dcb = torch.addcmul(dcb, dhb, cc)
@@ -531,7 +529,7 @@ def fused_run_many(cells: list[LSTMCell], xs: list[Tensor], states: list[State],
         xps.append(cell.project_input(x, context))
         keep = cell.dropout_masks(steps, batch, xps[-1])  # drawn in the batch's own order
         keeps.append(keep if keep is None or order is None else keep[:, order])
-    if any(k is None for k in keeps) != all(k is None for k in keeps):
+    if len({k is None for k in keeps}) > 1:
         raise ValueError("fused_run_many needs every cell in the same mode (recurrent dropout on or off)")
     h0 = [s[0] if order is None else s[0][order] for s in states]
     c0 = [s[1] if order is None else s[1][order] for s in states]
