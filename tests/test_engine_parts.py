@@ -123,6 +123,34 @@ def test_keep_freed_memory_lets_a_step_reuse_the_pages_of_the_last_one():
     assert faulting_rounds("keep") <= 2
 
 
+_BREAK_AFTER_FREEING_OVER_2_GIB = """
+import ctypes, sys, torch
+from sketchlab.engine.runtime import keep_freed_memory
+assert keep_freed_memory() is True
+libc = ctypes.CDLL("libc.so.6")
+libc.sbrk.restype = ctypes.c_void_p
+start = libc.sbrk(0)
+try:
+    buffer = torch.empty(2**31 + 2**28, dtype=torch.uint8)  # 2.25 GiB of address space, never touched
+except RuntimeError:
+    print("no memory")
+    sys.exit()
+del buffer
+print(libc.sbrk(0) - start)
+"""
+
+
+@pytest.mark.skipif(not has_glibc_malloc(), reason="glibc's malloc only")
+def test_keep_freed_memory_keeps_more_than_2_gib_freed_at_once():
+    # A magenta-size step frees over 2 GiB at once; mallopt's largest positive trim threshold (2 GiB)
+    # would hand it back to the kernel, and the next step would first-touch it all again.
+    out = subprocess.run([sys.executable, "-c", _BREAK_AFTER_FREEING_OVER_2_GIB], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    if out == "no memory":
+        pytest.skip("this machine would not give 2.25 GiB of address space")
+    assert int(out) >= 2**31 + 2**28  # the program break stayed up: nothing was trimmed
+
+
 def test_trainer_keep_freed_memory_is_on_for_a_cpu_and_checked(monkeypatch):
     import sketchlab.engine.trainer as trainer_mod
     from sketchlab.validation import ConfigValueError

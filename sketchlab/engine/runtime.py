@@ -62,8 +62,11 @@ def keep_freed_memory() -> bool:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return False
+    # A trim threshold of -1 turns trimming off for any size (mallopt(3)). The largest positive one, 2 GiB,
+    # is not enough: a CPU step at magenta's sizes frees more than that at once (the hyper cell's fused
+    # tapes), and glibc then handed the top of the heap back, costing about 0.5 M page faults a step.
     # mallopt returns 1 on success
-    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, -1))
 
 
 def pick_device(device: str = "auto") -> torch.device:
