@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from sketchlab.engine.runtime import keep_freed_memory
+from sketchlab.memory import keep_freed_memory
 
 
 def args_config(args: argparse.Namespace) -> dict[str, Any]:

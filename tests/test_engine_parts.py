@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sketchlab.engine.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from sketchlab.engine.runtime import has_glibc_malloc
+from sketchlab.memory import has_glibc_malloc
 from sketchlab.engine.schedules import constant, magenta_decay, warmup_cosine
 
 
@@ -96,7 +96,7 @@ def test_threads_auto_is_one_on_a_cpu():
 
 _FAULTS_OF_A_REUSED_BUFFER = """
 import resource, sys, torch
-from sketchlab.engine.runtime import keep_freed_memory
+from sketchlab.memory import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory() is True
 faults = []
@@ -125,7 +125,7 @@ def test_keep_freed_memory_lets_a_step_reuse_the_pages_of_the_last_one():
 
 _BREAK_AFTER_FREEING_OVER_2_GIB = """
 import ctypes, sys, torch
-from sketchlab.engine.runtime import keep_freed_memory
+from sketchlab.memory import keep_freed_memory
 assert keep_freed_memory() is True
 libc = ctypes.CDLL("libc.so.6")
 libc.sbrk.restype = ctypes.c_void_p
@@ -148,7 +148,7 @@ def test_keep_freed_memory_keeps_more_than_2_gib_freed_at_once():
                          capture_output=True, text=True).stdout.strip()
     if out == "no memory":
         pytest.skip("this machine would not give 2.25 GiB of address space")
-    assert int(out) >= 2**31 + 2**28  # the program break stayed up: nothing was trimmed
+    assert int(out) > 2**31  # the program break stayed up (trimmed, it would be back within a few pages)
 
 
 def test_trainer_keep_freed_memory_is_on_for_a_cpu_and_checked(monkeypatch):
@@ -156,7 +156,7 @@ def test_trainer_keep_freed_memory_is_on_for_a_cpu_and_checked(monkeypatch):
     from sketchlab.validation import ConfigValueError
 
     calls = []
-    monkeypatch.setattr(trainer_mod, "runtime_keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(trainer_mod, "allocator_keep_freed_memory", lambda: calls.append(1) or True)
     assert trainer_mod.Trainer(device="cpu").keeps_freed_memory and calls == [1]
     assert not trainer_mod.Trainer(device="cpu", keep_freed_memory=False).keeps_freed_memory and calls == [1]
     with pytest.raises(ConfigValueError, match="trainer.keep_freed_memory must be auto, true or false, got 'yes'"):

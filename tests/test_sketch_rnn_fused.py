@@ -5,6 +5,7 @@ import torch
 
 from sketchlab.models.sketch_rnn import SketchRNN
 from sketchlab.models.sketch_rnn.cells import make_cell
+from sketchlab.models.sketch_rnn import recurrence
 from sketchlab.models.sketch_rnn.fused import fused_run, fused_run_many
 from sketchlab.models.sketch_rnn.recurrence import CellRunner, reverse_sequence, run_loop
 
@@ -143,7 +144,7 @@ def test_fast_auto_model_matches_eager_in_float64(dec, training, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_fast_auto_picks_fused_for_every_cell_but_not_under_autocast_and_rejects_bad_values():
+def test_fast_auto_picks_fused_for_every_cell_but_not_under_autocast_and_rejects_bad_values(monkeypatch):
     for kind in ("lstm", "layer_norm", "hyper"):
         assert CellRunner(_cell(kind, 5, 8), fast="auto").path() == "fused"
     lstm = CellRunner(make_cell("lstm", 5, 8), fast="auto")
@@ -154,17 +155,22 @@ def test_fast_auto_picks_fused_for_every_cell_but_not_under_autocast_and_rejects
         assert hyper.path() == "eager"
     assert lstm.path() == "fused"
     assert CellRunner(make_cell("lstm", 5, 8), fast="false").path() == "eager"
-    # a wide hyper cell on a large batch runs the loop (the fused path stops paying there, see
-    # FUSED_HYPER_MAX_WORK); the plain and layer-norm cells stay fused at any size
+    # a wide hyper cell on a large batch runs the loop unless freed memory is kept (the fused path's large
+    # tapes pay page faults otherwise, see FUSED_HYPER_MAX_WORK); the plain and layer-norm cells stay
+    # fused at any size
     wide = CellRunner(_cell("hyper", 5, 512), fast="auto")
+    monkeypatch.setattr(recurrence, "freed_memory_kept", lambda: False)
     assert wide.path(16) == "fused" and wide.path(100) == "eager" and wide.path() == "fused"
     assert CellRunner(_cell("layer_norm", 5, 512), fast="auto").path(100) == "fused"
+    monkeypatch.setattr(recurrence, "freed_memory_kept", lambda: True)
+    assert wide.path(16) == "fused" and wide.path(100) == "fused"
     assert CellRunner(make_cell("lstm", 5, 8), fast=True).train().path() == "native"  # True: the GPU paths
     with pytest.raises(ValueError, match="fast must be false, true or auto"):
         CellRunner(make_cell("lstm", 5, 8), fast="fastest")
 
 
-def test_a_wide_hyper_cell_on_a_large_batch_runs_the_loop_bit_for_bit():
+def test_a_wide_hyper_cell_on_a_large_batch_runs_the_loop_bit_for_bit(monkeypatch):
+    monkeypatch.setattr(recurrence, "freed_memory_kept", lambda: False)  # as in a process that hands it back
     torch.manual_seed(0)
     cell = _cell("hyper", 5, 512, recurrent_dropout=0.1).train()
     x, runner = torch.randn(3, 100, 5), CellRunner(cell, fast="auto")

@@ -20,7 +20,7 @@ from torch import nn
 from sketchlab.engine.evaluation import loss_sums, to_device
 from sketchlab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sketchlab.engine.runtime import DistInfo, init_distributed, pick_device, seed_everything, set_deterministic
-from sketchlab.engine.runtime import keep_freed_memory as runtime_keep_freed_memory  # a parameter has its name
+from sketchlab.memory import keep_freed_memory as allocator_keep_freed_memory  # a parameter has its name
 from sketchlab.models.base import SketchModel
 from sketchlab.validation import ConfigValueError, check_bool, check_choice, check_device, check_float, check_int
 
@@ -61,7 +61,7 @@ class Trainer:
     are in steps; 0 disables. ``threads`` sets torch's CPU threads (None or 0: torch's default; ``auto``: 1 on
     a CPU, where these small-op loops run fastest on one thread, torch's default on a GPU).
     ``keep_freed_memory`` (``auto``: on a CPU) makes glibc reuse freed memory rather than hand it back
-    (:func:`~sketchlab.engine.runtime.keep_freed_memory`), sparing each step the page faults of its buffers.
+    (:func:`~sketchlab.memory.keep_freed_memory`), sparing each step the page faults of its buffers.
     Bad values raise :class:`~sketchlab.validation.ConfigValueError` naming the ``trainer.*`` key.
 
     A checkpoint is only written from finite weights whose losses since the previous one were all
@@ -98,7 +98,7 @@ class Trainer:
             keep_freed_memory = self.device.type == "cpu"
         if not isinstance(keep_freed_memory, bool):
             raise ConfigValueError(f"trainer.keep_freed_memory must be auto, true or false, got {keep_freed_memory!r}")
-        self.keeps_freed_memory = keep_freed_memory and runtime_keep_freed_memory()
+        self.keeps_freed_memory = keep_freed_memory and allocator_keep_freed_memory()
         if self.precision == "bf16" and self.device.type == "cpu":
             log.warning("trainer.precision=bf16 on a CPU: autocast to bfloat16 is usually slower there than float32")
         self.progress = check_bool(progress, "trainer.progress")

@@ -16,8 +16,8 @@ Three ways to run a cell, all computing the same function:
 Which one runs is :meth:`CellRunner.path`: ``fast=False`` is always eager; ``fast=True`` takes the
 native/compiled paths (made for a GPU: cuDNN, CUDA graphs) on any device; ``fast="auto"`` (the default
 config) picks per device: on a CPU the fused path for every cell (the compiled step's gain there is
-small and its warm-up long), except a wide hyper cell on a large batch (see :data:`FUSED_HYPER_MAX_WORK`),
-elsewhere as ``True``.
+small and its warm-up long), except a wide hyper cell on a large batch in a process that does not keep
+freed memory (see :data:`FUSED_HYPER_MAX_WORK`), elsewhere as ``True``.
 
 Sequences are time-major here: ``(T, B, features)``.
 """
@@ -32,19 +32,22 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from sketchlab.memory import freed_memory_kept
 from sketchlab.models.sketch_rnn.cells import HyperLSTMCell, LSTMCell, MagentaCell, State
 from sketchlab.models.sketch_rnn.fused import fused_run, fused_run_many, supports_fused, supports_fused_many
 
 StepFn = Callable[[Tensor, State, "Tensor | None"], State]
 
 FAST_CHOICES = (False, True, "auto")
-#: ``fast="auto"`` on a CPU runs a hyper cell fused only while batch x hidden size is at most this. The
-#: fused path saves the loop's per-op overhead, which stops paying once each step's products are large.
-#: ``scripts/bench_recurrence.py --cells hyper --sizes 16x256 32x256 64x256 100x256 16x512 32x512 64x512``
-#: and ``--sizes 100x384 100x512`` (2026-12-02, quiet 2-core VM, T 250, freed memory kept), fused over
-#: eager speed: 1.33, 1.23, 1.13, 0.96, 1.33, 1.19, 1.09 and 0.57, 0.64 (there the fused tapes take about
-#: half a million page faults a call in that benchmark). The lstm and layer_norm cells were within about
-#: 10 % of eager or faster at every size measured (earlier runs, on a loaded machine).
+#: ``fast="auto"`` on a CPU runs a hyper cell fused only while batch x hidden size is at most this, unless
+#: the process keeps freed memory (:func:`sketchlab.memory.freed_memory_kept`, the trainer's default on a
+#: CPU). The fused hyper recurrence's tapes are large (over 2 GiB freed at once at magenta's sizes); when
+#: glibc hands them back, the next call first-touches them again.
+#: ``scripts/bench_recurrence.py --cells hyper`` (T 250, 1 thread), fused over eager speed:
+#: - freed memory kept (2026-12-02, sixth session, AVX2 VM): 1.21, 1.09, 1.07 at 100x256, 100x384, 100x512;
+#: - not kept: 0.76 at 100x512 (0.98 M page faults a call against eager's 0.33 M); trimmed above 2 GiB
+#:   (the setting before the sixth session): 0.57-0.96 at 100x256-100x512, 1.09-1.33 up to 32,768.
+#: The lstm and layer_norm cells were within about 10 % of eager or faster at every size measured.
 FUSED_HYPER_MAX_WORK = 32768
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: The torch.compile modes that replay CUDA graphs.
@@ -213,7 +216,7 @@ class CellRunner(nn.Module):
 
         It depends on the device, train/eval mode (recurrent dropout), autocast (the fused Function is
         float32-only code; under autocast the loop runs instead) and, for a hyper cell on a CPU, on
-        ``batch`` (:data:`FUSED_HYPER_MAX_WORK`; None: a small batch).
+        ``batch`` and the allocator (:data:`FUSED_HYPER_MAX_WORK`; None: a small batch).
         """
         if self.fast is False:
             return "eager"
@@ -222,7 +225,8 @@ class CellRunner(nn.Module):
             if not supports_fused(self.cell) or torch.is_autocast_enabled(device):
                 return "eager"
             wide = batch is not None and batch * self.cell.hidden_size > FUSED_HYPER_MAX_WORK
-            return "eager" if isinstance(self.cell, HyperLSTMCell) and wide else "fused"
+            pays = not (isinstance(self.cell, HyperLSTMCell) and wide) or freed_memory_kept()
+            return "fused" if pays else "eager"
         return "native" if self.uses_native() else "compiled"
 
     def uses_native(self) -> bool:
