@@ -43,7 +43,8 @@ def keep_freed_memory() -> bool:
         return False
     # A trim threshold of -1 turns trimming off for any size (mallopt(3)). The largest positive one, 2 GiB,
     # is not enough: a CPU step at magenta's sizes frees more than that at once (the hyper cell's fused
-    # tapes), and glibc then handed the top of the heap back, costing about 0.5 M page faults a step.
+    # tapes), and glibc then handed the top of the heap back: about 0.6 M page faults a call of that recurrence
+    # at batch 100, hidden 512 (scripts/bench_recurrence.py).
     # mallopt returns 1 on success
     global _kept
     _kept = _kept or (bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, -1)))
