@@ -5,7 +5,7 @@ import torch
 
 from sketchlab.models.sketch_rnn import SketchRNN
 from sketchlab.models.sketch_rnn.cells import make_cell
-from sketchlab.models.sketch_rnn import recurrence
+from sketchlab.models.sketch_rnn import fused, recurrence
 from sketchlab.models.sketch_rnn.fused import fused_run, fused_run_many
 from sketchlab.models.sketch_rnn.recurrence import CellRunner, reverse_sequence, run_loop
 
@@ -24,7 +24,9 @@ def _cell(kind, input_size, hidden, recurrent_dropout=0.0):
 
 @pytest.mark.parametrize("kind", ["lstm", "layer_norm", "hyper"])
 @pytest.mark.parametrize("with_lengths", [False, True])
-def test_fused_run_matches_the_loop_in_float64(kind, with_lengths):
+@pytest.mark.parametrize("plain_layout", [False, True])  # both weight layouts, whichever this CPU prefers
+def test_fused_run_matches_the_loop_in_float64(kind, with_lengths, plain_layout, monkeypatch):
+    monkeypatch.setattr(fused, "_mkl_prefers_plain_layout", lambda: plain_layout)
     torch.manual_seed(0)
     cell = _cell(kind, 5, 8, recurrent_dropout=0.3).double().train()
     if kind == "hyper":  # away from magenta's init (beta_w = zw_w = 0), so every path carries gradient
@@ -180,3 +182,19 @@ def test_a_wide_hyper_cell_on_a_large_batch_runs_the_loop_bit_for_bit(monkeypatc
     torch.manual_seed(1)
     ref, _ = run_loop(cell, x, state)
     assert torch.equal(out, ref)
+
+
+def test_the_weight_layout_follows_the_cpu_vendor_and_keeps_the_matrix(tmp_path):
+    intel, amd = tmp_path / "intel", tmp_path / "amd"
+    intel.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t: avx512f\n")
+    amd.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\n")
+    assert fused._mkl_prefers_plain_layout(str(intel)) is True
+    assert fused._mkl_prefers_plain_layout(str(amd)) is False
+    assert fused._mkl_prefers_plain_layout(str(tmp_path / "missing")) is False  # not Linux: the old layout
+    w = torch.randn(2, 4, 12)
+    for plain in (False, True):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(fused, "_mkl_prefers_plain_layout", lambda plain=plain: plain)
+            step, back = fused._step_weight(w), fused._back_weight(w)
+        assert torch.equal(step, w) and torch.equal(back, w.transpose(1, 2))
+        assert step.is_contiguous() == plain and back.is_contiguous() == plain

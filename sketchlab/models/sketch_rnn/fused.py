@@ -26,6 +26,8 @@ Not for autocast: the runner falls back to the loop there.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -59,11 +61,36 @@ def _rows(b: int, *tensors: Tensor | None) -> tuple:
     return tuple(t if t is None or b == t.shape[1] else t[:, :b] for t in tensors)
 
 
+@functools.cache
+def _mkl_prefers_plain_layout(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU runs the per-step products faster with weights in their plain row-major layout.
+
+    MKL picks its small-product kernels by CPU, and the faster layout of the weight differs between them
+    (measured at the issue-13 sizes, B 16, 1 thread): on an Intel Xeon (AVX-512, AMX) the plain
+    ``(B, in) @ (in, out)`` and a contiguous transposed copy for the backward's ``(B, out) @ (out, in)`` are
+    1.5-2x faster than the transposed layouts, while on the project's AMD EPYC VMs the transposed layout
+    was the faster one (about 1.3x at B 16, in 256, out 1024). The choice is fixed per machine, never timed,
+    so that a run repeats its own losses exactly.
+    """
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            return any(line.startswith("vendor_id") and "GenuineIntel" in line for line in f)
+    except OSError:
+        return False
+
+
 def _step_weight(w: Tensor) -> Tensor:
-    """``w`` (..., in, out) as a view of its transposed copy: the same matrix, with the layout in which MKL
-    runs the per-step ``(B, in) @ (in, out)`` product faster on a CPU (about 1.3x at B 16, in 256, out 1024 on
-    the project's VM; bit for bit the same result, so this changes no value)."""
-    return w.transpose(-1, -2).contiguous().transpose(-1, -2)
+    """``w`` (..., in, out) for the forward's per-step ``(B, in) @ (in, out)`` product, in this CPU's faster
+    layout: ``w`` itself, or a view of its transposed copy (the same matrix; in the shapes of both presets,
+    ``in`` 128-768, MKL's result was bit for bit the same in both layouts on the Intel Xeon)."""
+    return w if _mkl_prefers_plain_layout() else w.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+def _back_weight(w: Tensor) -> Tensor:
+    """``w`` (..., in, out) transposed, for the backward's per-step ``(B, out) @ (out, in)`` product: a
+    contiguous copy where this CPU runs that faster, else a view. (The two layouts round differently when
+    ``out`` is large, so the choice is per machine, never per run.)"""
+    return w.transpose(-1, -2).contiguous() if _mkl_prefers_plain_layout() else w.transpose(-1, -2)
 
 
 def _lstm_coefs(acts: Tensor, tanh_c: Tensor, c_prev: Tensor, keep: Tensor | None) -> Tensor:
@@ -242,7 +269,7 @@ class _FusedPlainLSTM(torch.autograd.Function):
         w_hh, hs, cs, keep, acts, tanh_c = ctx.saved_tensors
         live, ends = ctx.live, ctx.ends
         groups, steps, batch, _, n = acts.shape
-        w_t = w_hh.transpose(1, 2)
+        w_t = _back_weight(w_hh)
         coefs = _lstm_coefs(acts, tanh_c, cs[:, :-1], keep)
         d_raw = acts.new_empty(acts.shape)  # w.r.t. xp[t] + h @ W_hh
         d_raw_t, sf_t = d_raw.unbind(1), acts[:, :, :, 2].unbind(1)
@@ -317,7 +344,7 @@ class _FusedLayerNormLSTM(torch.autograd.Function):
     def backward(ctx, d_hs: Tensor | None, d_cs: Tensor | None) -> tuple:
         w_hh, hs, cs, keep, gamma, gamma_c, *tensors = ctx.saved_tensors
         steps, batch, n = cs.shape[0] - 1, cs.shape[1], cs.shape[2]
-        w_t = w_hh.t()
+        w_t = _back_weight(w_hh)
         dh = hs.new_zeros(batch, n)
         dc = hs.new_zeros(batch, n)
         d_hs_t = d_hs.unbind(0) if d_hs is not None else None
@@ -416,7 +443,7 @@ class _FusedHyperLSTM(torch.autograd.Function):
         d_hh = xp.new_empty(steps, batch, 4, n)  # w.r.t. h @ W_hh
         d_ab = xp.new_empty(12, batch, n)  # w.r.t. alpha, beta of one step
         dz_k = xp.new_empty(12, batch, emb)
-        w_ab_t, w_z_t, w_cat_t, w_hh_t = w_ab.transpose(1, 2), w_z.t(), w_cat.t(), w_hh.t()
+        w_ab_t, w_z_t, w_cat_t, w_hh_t = w_ab.transpose(1, 2), _back_weight(w_z), _back_weight(w_cat), _back_weight(w_hh)
         xh_k_t, hh_k_t, alpha_t = xh_k.unbind(0), hh_k.unbind(0), alpha.unbind(0)
         d_z_t, d_hh_t = d_z.unbind(0), d_hh.unbind(0)
         grads_in = [g.unbind(0) if g is not None else None for g in (d_hs, d_cs, d_hyper_hs, d_hyper_cs)]
