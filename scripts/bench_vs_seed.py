@@ -3,9 +3,11 @@
 
 Both models get the same sizes, the same decoder cell and the same synthetic batch; one training step is
 forward + backward + value clipping (1.0) + Adam, as both projects train. The candidates are timed
-interleaved (A, B, C, A, B, C, ...) so that a busy machine slows them alike, and the median step time of
-each gives sketches/s; the table reports each of sketchlab's modes as a ratio to rfeinman: the median over
-rounds of rfeinman's step time over the mode's (the JSON also holds the ratio of the median times).
+interleaved (A, B, C, A, B, C, ...) so that a busy machine slows them alike, in turns of ``--turn``
+consecutive steps (1 by default: every step; with more, each candidate's later steps find its own weights
+and buffers in the CPU's caches, as in a training). The median step time of each gives sketches/s; the table
+reports each of sketchlab's modes as a ratio to rfeinman: the median over rounds of rfeinman's turn time
+over the mode's turn right after it (the JSON also holds the ratio of the median step times).
 
 What differs by design: rfeinman's encoder is ``nn.LSTM`` without recurrent dropout (sketchlab's follows
 magenta and drops on the candidate in the encoder too), and its HyperLSTM's small network reads ``x`` only
@@ -61,7 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cells", nargs="+", default=list(CELL_KINDS), choices=CELL_KINDS)
     p.add_argument("--modes", nargs="+", default=["eager", "auto"], choices=list(MODES),
                    help="sketchlab modes: eager, fast (fast=True), auto (fast=auto, the default config)")
-    p.add_argument("--rounds", type=int, default=None, help="timed steps per candidate (default: the preset's)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="timed turns per candidate (default: the preset's)")
+    p.add_argument("--turn", type=int, default=1,
+                   help="consecutive steps of a candidate before the next one's (1: interleave every step; "
+                        "more: each runs with its own data in cache, as in a training; ratios are per turn)")
     p.add_argument("--warmup", type=int, default=3,
                    help="untimed steps per candidate first (TorchScript optimises after 2)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -75,8 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.rounds < 1 or args.warmup < 0:
-        p.error("--rounds must be positive and --warmup >= 0")
+    if args.rounds < 1 or args.warmup < 0 or args.turn < 1:
+        p.error("--rounds and --turn must be positive and --warmup >= 0")
     return args
 
 
@@ -149,6 +155,11 @@ def candidates(args: argparse.Namespace, seed_pkg: Any, cell: str,
     return out
 
 
+def _turn_times(step_times: list[float], turn: int) -> list[float]:
+    """The time of each turn of ``turn`` consecutive steps."""
+    return [sum(step_times[i:i + turn]) for i in range(0, len(step_times), turn)]
+
+
 def bench_cell(args: argparse.Namespace, seed_pkg: Any, cell: str, batch: dict[str, torch.Tensor]) -> dict:
     steps = candidates(args, seed_pkg, cell, batch)
     warm = {}
@@ -160,17 +171,17 @@ def bench_cell(args: argparse.Namespace, seed_pkg: Any, cell: str, batch: dict[s
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, step in steps.items():
-            times[name].append(step())
-    seed_times = times["rfeinman"]
+            times[name].extend(step() for _ in range(args.turn))
+    seed_turns = _turn_times(times["rfeinman"], args.turn)
     rows = {}
     for name, ts in times.items():
         median = statistics.median(ts)
-        # each round's rfeinman step over this candidate's step right after it: a slow spell of a
+        # each round's rfeinman turn over this candidate's turn right after it: a slow spell of a
         # shared machine slows both of a pair, so the median of these ratios moves less than the
         # ratio of the medians
-        paired = statistics.median(s / t for s, t in zip(seed_times, ts))
+        paired = statistics.median(s / t for s, t in zip(seed_turns, _turn_times(ts, args.turn)))
         rows[name] = {"median_step_s": median, "sketches_per_s": args.batch_size / median,
-                      "ratio_vs_rfeinman": paired, "ratio_of_medians": statistics.median(seed_times) / median,
+                      "ratio_vs_rfeinman": paired, "ratio_of_medians": statistics.median(times["rfeinman"]) / median,
                       "warmup_s": warm[name], "step_s": ts}
     return rows
 
@@ -189,8 +200,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     names = ["rfeinman"] + [f"sketchlab {m}" for m in args.modes]
     print(f"\nTraining sketches/s, {args.threads} thread(s), batch {args.batch_size}, length {args.seq_len}, "
-          f"enc {args.enc_size}, dec {args.dec_size}, recurrent dropout on; median of {args.rounds} interleaved "
-          f"steps ({args.warmup} warm-up); ratio: median over rounds of rfeinman's step time / this one's")
+          f"enc {args.enc_size}, dec {args.dec_size}, recurrent dropout on; median of {args.rounds * args.turn} "
+          f"steps, in {args.rounds} interleaved turns of {args.turn} ({args.warmup} warm-up); ratio: median over "
+          f"turns of rfeinman's turn time / this one's")
     print("| cell | " + " | ".join(names) + " | best ratio |")
     print("|---" * (len(names) + 2) + "|")
     for cell, rows in results.items():

@@ -1,10 +1,11 @@
-"""scripts/bench_scaling.py at toy sizes (its cells, its memory figures, its table and its profile), and
-scripts/bench_recurrence.py."""
+"""scripts/bench_scaling.py at toy sizes (its cells, its memory figures, its table and its profile),
+scripts/bench_recurrence.py, and scripts/bench_vs_seed.py (against the rfeinman/Sketch-RNN mirror when present)."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 try:
     import bench_recurrence
     import bench_scaling
+    import bench_vs_seed
 finally:
     sys.path.pop(0)
 
@@ -116,3 +118,26 @@ def test_every_benchmark_parses_its_command_line(name, capsys):
     with pytest.raises(SystemExit) as stop:
         module.parse_args(["--help"])
     assert stop.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_vs_seed_turns_sum_consecutive_steps():
+    assert bench_vs_seed._turn_times([1.0, 2.0, 3.0, 4.0], 2) == [3.0, 7.0]
+    assert bench_vs_seed._turn_times([1.0, 2.0], 1) == [1.0, 2.0]
+
+
+SEED_MIRROR = Path("/work/.mirror/rfeinman+Sketch-RNN/repo")
+
+
+@pytest.mark.skipif(not SEED_MIRROR.exists(), reason=f"rfeinman/Sketch-RNN mirror not at {SEED_MIRROR}")
+def test_vs_seed_runs_both_projects_in_turns(tmp_path):
+    out = tmp_path / "vs_seed.json"
+    report = bench_vs_seed.main(["--seed-repo", str(SEED_MIRROR), "--cells", "lstm", "--modes", "auto",
+                                 "--batch-size", "2", "--seq-len", "6", "--enc-size", "4", "--dec-size", "8",
+                                 "--z-size", "4", "--num-mixture", "2", "--rounds", "2", "--turn", "3",
+                                 "--warmup", "0", "--out", str(out)])
+    rows = report["results"]["lstm"]
+    assert set(rows) == {"rfeinman", "sketchlab auto"}
+    for row in rows.values():
+        assert len(row["step_s"]) == 6 and all(t > 0 for t in row["step_s"])
+        assert row["ratio_vs_rfeinman"] > 0 and row["sketches_per_s"] > 0
+    assert json.loads(out.read_text())["config"]["turn"] == 3
