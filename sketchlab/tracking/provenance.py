@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from sketchlab.machine import cpuinfo_field
+
 #: Packages whose versions change results; recorded on every run.
 PACKAGES = ("sketchlab", "torch", "numpy", "hydra-core", "omegaconf", "mlflow", "torchdiffeq", "torchcde")
 
@@ -60,13 +62,7 @@ def package_versions() -> dict[str, str]:
 
 def cpu_name() -> str:
     """The CPU model (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def device_tags(device: torch.device) -> dict[str, str]:

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from sketchlab.machine import cpuinfo_field
 from sketchlab.models.sketch_rnn.cells import (LN_EPS, HyperLSTMCell, LayerNormLSTMCell, LSTMCell, MagentaCell,
                                                State)
 
@@ -72,11 +73,7 @@ def _mkl_prefers_plain_layout(cpuinfo: str = "/proc/cpuinfo") -> bool:
     was the faster one (about 1.3x at B 16, in 256, out 1024). The choice is fixed per machine, never timed,
     so that a run repeats its own losses exactly.
     """
-    try:
-        with open(cpuinfo, encoding="ascii", errors="replace") as f:
-            return any(line.startswith("vendor_id") and "GenuineIntel" in line for line in f)
-    except OSError:
-        return False
+    return cpuinfo_field("vendor_id", cpuinfo) == "GenuineIntel"
 
 
 def _step_weight(w: Tensor) -> Tensor:
@@ -443,7 +440,8 @@ class _FusedHyperLSTM(torch.autograd.Function):
         d_hh = xp.new_empty(steps, batch, 4, n)  # w.r.t. h @ W_hh
         d_ab = xp.new_empty(12, batch, n)  # w.r.t. alpha, beta of one step
         dz_k = xp.new_empty(12, batch, emb)
-        w_ab_t, w_z_t, w_cat_t, w_hh_t = w_ab.transpose(1, 2), _back_weight(w_z), _back_weight(w_cat), _back_weight(w_hh)
+        w_ab_t = w_ab.transpose(1, 2)
+        w_z_t, w_cat_t, w_hh_t = _back_weight(w_z), _back_weight(w_cat), _back_weight(w_hh)
         xh_k_t, hh_k_t, alpha_t = xh_k.unbind(0), hh_k.unbind(0), alpha.unbind(0)
         d_z_t, d_hh_t = d_z.unbind(0), d_hh.unbind(0)
         grads_in = [g.unbind(0) if g is not None else None for g in (d_hs, d_cs, d_hyper_hs, d_hyper_cs)]
