@@ -12,6 +12,8 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# the fused recurrences' C++ step kernels, built now rather than in the first training (about 30 s)
+	$(PY) -c "from sketchlab.models.sketch_rnn.step_kernels import describe; print('step kernels:', describe())"
 	touch $(STAMP)
 
 setup: $(STAMP)

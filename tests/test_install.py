@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
@@ -23,6 +24,8 @@ def test_wheel_install_trains_from_another_directory(tmp_path, data_root):
     if build.returncode != 0:
         pytest.skip(f"cannot build a wheel here: {build.stderr[-500:]}")
     (wheel,) = wheels.glob("sketchlab-*.whl")
+    # the C++ step kernels are compiled where the wheel is installed: their source travels in it
+    assert "sketchlab/models/sketch_rnn/csrc/step_kernels.cpp" in zipfile.ZipFile(wheel).namelist()
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True, timeout=600)

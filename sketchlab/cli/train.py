@@ -116,6 +116,7 @@ def train(cfg: DictConfig) -> float:
     from sketchlab.engine.checkpoint import load_checkpoint
     from sketchlab.engine.runtime import DistInfo, seed_everything
     from sketchlab.engine.trainer import Preempted
+    from sketchlab.models.sketch_rnn.step_kernels import used as step_kernels_used
     from sketchlab.sampling import visualize_callback
     from sketchlab.tracking.loggers import NullLogger, flatten
     from sketchlab.tracking.naming import child_run_name, read_swept_keys, single_run_name, trial_run_name
@@ -219,6 +220,9 @@ def train(cfg: DictConfig) -> float:
         if trial is not None:
             state = "pruned" if pruned else {"FINISHED": "complete", "FAILED": "failed"}.get(status, "killed")
             logger.set_tags({TRIAL_STATE_TAG: state})
+        kernels = step_kernels_used()  # known once the model has run: which steps the fused recurrences took
+        if kernels is not None:
+            logger.set_tags({"sketchlab.step_kernels": kernels})
         logger.finish(status)
 
 

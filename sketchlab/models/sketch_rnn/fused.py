@@ -22,6 +22,11 @@ loop to rounding (``tests/test_sketch_rnn_fused.py`` checks this in float64). Th
 grouped differently from its ``step`` (one product for both recurrent inputs of its small network, the
 bias added before the gate terms), so in float32 the two paths agree to rounding, not bit for bit.
 Not for autocast: the runner falls back to the loop there.
+
+On a CPU in float32 the element-wise work of each step (the layer-norm LSTM step forward and back, the
+HyperLSTM's gate formation) runs in C++ kernels where they are built
+(:mod:`~sketchlab.models.sketch_rnn.step_kernels`); the PyTorch code here is the reference they are
+tested against, and runs everywhere else.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from torch.autograd.function import once_differentiable
 from sketchlab.machine import cpuinfo_field
 from sketchlab.models.sketch_rnn.cells import (LN_EPS, HyperLSTMCell, LayerNormLSTMCell, LSTMCell, MagentaCell,
                                                State)
+from sketchlab.models.sketch_rnn.step_kernels import kernels_for
 
 FUSED_CELLS = (LSTMCell, LayerNormLSTMCell, HyperLSTMCell)
 
@@ -119,7 +125,8 @@ class _LNTape:
     step that fills them, and the BPTT pieces that read them (per-step chain, batched parameter grads).
 
     The caller writes each step's gate pre-activations into ``raw[t]`` (how they are formed is the
-    cell's business) and keeps the state buffers; the tape does the rest of magenta's step.
+    cell's business) and keeps the state buffers; the tape does the rest of magenta's step, with the C++
+    kernels (:mod:`~sketchlab.models.sketch_rnn.step_kernels`) where they run, else the PyTorch ops below.
     """
 
     def __init__(self, raw: Tensor, ln_mean: Tensor, ln_rstd: Tensor, acts: Tensor, c_mean: Tensor,
@@ -131,6 +138,7 @@ class _LNTape:
         self.raw_t, self.acts_t, self.tanh_c_t = raw.unbind(0), acts.unbind(0), tanh_c.unbind(0)
         self.ln_mean_t, self.ln_rstd_t = ln_mean.unbind(0), ln_rstd.unbind(0)
         self.c_mean_t, self.c_rstd_t = c_mean.unbind(0), c_rstd.unbind(0)
+        self.kernels = kernels_for(raw)
 
     @classmethod
     def empty(cls, steps: int, batch: int, n: int, like: Tensor) -> _LNTape:
@@ -148,6 +156,11 @@ class _LNTape:
 
         ``beta4`` is the gates' shift with the forget bias already added to its ``f`` block.
         """
+        if self.kernels is not None:
+            self.kernels.ln_forward_step(self.raw_t[t], c, keep, gamma4, beta4, gamma_c, beta_c, self.ln_mean_t[t],
+                                         self.ln_rstd_t[t], self.acts_t[t], self.c_mean_t[t], self.c_rstd_t[t],
+                                         self.tanh_c_t[t], c_out, h_out, LN_EPS)
+            return
         n, a = self.n, self.acts_t[t]
         xhat, mean, rstd = torch.native_layer_norm(self.raw_t[t], [n], None, None, LN_EPS)
         self.ln_mean_t[t].copy_(mean)
@@ -166,6 +179,7 @@ class _LNTape:
     def start_backward(self, cs: Tensor, keep: Tensor | None, gamma4: Tensor, gamma_c: Tensor) -> None:
         """The chain-independent factors for all steps; ``cs`` are the memories ``(T + 1, B, n)``, initial first."""
         self.coefs = _lstm_coefs(self.acts, self.tanh_c, cs[:-1], keep)
+        self.coefs_t = self.coefs.unbind(0)
         self.coef_ijf_t = self.coefs[:, :, :3].unbind(0)
         self.coef_o_t, self.coef_c_t = self.coefs[:, :, 3].unbind(0), self.coefs[:, :, 4].unbind(0)
         self.sf_t = self.acts[:, :, 2].unbind(0)
@@ -179,6 +193,12 @@ class _LNTape:
 
     def backward_step(self, t: int, dh: Tensor, dc: Tensor) -> tuple[Tensor, Tensor]:
         """From the gradients w.r.t. step ``t``'s new h and c: ``(d raw[t] (B, 4, n), d c before step t)``."""
+        if self.kernels is not None:
+            dc = self.kernels.ln_backward_step(dh, dc, self.coefs_t[t], self.sf_t[t], self.gamma4, self.gamma_c,
+                                               self.raw_t[t], self.ln_mean_t[t], self.ln_rstd_t[t], self.c_new_t[t],
+                                               self.c_mean_t[t], self.c_rstd_t[t], self.d_gates_t[t],
+                                               self.d_chat_t[t], self.d_raw_t[t])
+            return self.d_raw_t[t], dc
         n, dg = self.n, self.d_gates_t[t]
         torch.mul(dh, self.coef_o_t[t], out=dg[:, 3])
         dch = torch.mul(dh, self.coef_c_t[t], out=self.d_chat_t[t])
@@ -411,9 +431,12 @@ class _FusedHyperLSTM(torch.autograd.Function):
             zk = torch.addmm(b_z, s_new[:, n:], w_z, out=z_t[t]).view(batch, 12, emb).transpose(0, 1)
             a = torch.bmm(zk[:8], alpha_w, out=alpha_t[t]).transpose(0, 1)
             torch.bmm(zk[8:], beta_w, out=beta)
-            hht = torch.mm(s[:, :n], w_hh_step, out=hh_t[t]).view(batch, 4, n)
-            g = torch.addcmul(beta.transpose(0, 1) + bias4, a[:, :4], xh_t[t].view(batch, 4, n))
-            torch.addcmul(g, a[:, 4:], hht, out=main.raw_t[t])
+            hht = torch.mm(s[:, :n], w_hh_step, out=hh_t[t])
+            if main.kernels is not None:
+                main.kernels.hyper_gates_forward(alpha_t[t], beta, bias4, xh_t[t], hht, main.raw_t[t])
+            else:
+                g = torch.addcmul(beta.transpose(0, 1) + bias4, a[:, :4], xh_t[t].view(batch, 4, n))
+                torch.addcmul(g, a[:, 4:], hht.view(batch, 4, n), out=main.raw_t[t])
             main.forward_step(t, cs_t[t], keep_t[t], gamma4, beta4, ln_c_gamma, ln_c_beta, cs_t[t + 1], s_new[:, :n])
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(xp, keep, w_hh, w_cat, w_z, alpha_w, beta_w, hs, cs, hyper_cs, z, alpha, hh,
@@ -440,9 +463,9 @@ class _FusedHyperLSTM(torch.autograd.Function):
         d_hh = xp.new_empty(steps, batch, 4, n)  # w.r.t. h @ W_hh
         d_ab = xp.new_empty(12, batch, n)  # w.r.t. alpha, beta of one step
         dz_k = xp.new_empty(12, batch, emb)
-        w_ab_t = w_ab.transpose(1, 2)
-        w_z_t, w_cat_t, w_hh_t = _back_weight(w_z), _back_weight(w_cat), _back_weight(w_hh)
+        w_ab_t, w_z_t, w_cat_t, w_hh_t = (_back_weight(w) for w in (w_ab, w_z, w_cat, w_hh))
         xh_k_t, hh_k_t, alpha_t = xh_k.unbind(0), hh_k.unbind(0), alpha.unbind(0)
+        xh_t, hh_t = xp[:, :, :4 * n].unbind(0), hh.unbind(0)  # (B, 4n) rows, for the kernels
         d_z_t, d_hh_t = d_z.unbind(0), d_hh.unbind(0)
         grads_in = [g.unbind(0) if g is not None else None for g in (d_hs, d_cs, d_hyper_hs, d_hyper_cs)]
         dh, dc = cs.new_zeros(batch, n), cs.new_zeros(batch, n)
@@ -454,14 +477,17 @@ class _FusedHyperLSTM(torch.autograd.Function):
             dhh = dhh + d_out[2] if d_out[2] is not None else dhh
             dhc = dhc + d_out[3] if d_out[3] is not None else dhc
             d_raw, dc = main.backward_step(t, dh, dc)
-            dr = d_raw.transpose(0, 1)  # (4, B, n)
-            torch.mul(dr, xh_k_t[t], out=d_ab[:4])
-            torch.mul(dr, hh_k_t[t], out=d_ab[4:8])
-            d_ab[8:].copy_(dr)
+            if main.kernels is not None:
+                main.kernels.hyper_gates_backward(d_raw, xh_t[t], hh_t[t], alpha_t[t], d_ab, d_hh_t[t])
+            else:
+                dr = d_raw.transpose(0, 1)  # (4, B, n)
+                torch.mul(dr, xh_k_t[t], out=d_ab[:4])
+                torch.mul(dr, hh_k_t[t], out=d_ab[4:8])
+                d_ab[8:].copy_(dr)
+                torch.mul(d_raw, alpha_t[t][4:].transpose(0, 1), out=d_hh_t[t])
             torch.bmm(d_ab, w_ab_t, out=dz_k)
             d_z_t[t].view(batch, 12, emb).copy_(dz_k.transpose(0, 1))
             dhh = torch.addmm(dhh, d_z_t[t], w_z_t)
-            torch.mul(d_raw, alpha_t[t][4:].transpose(0, 1), out=d_hh_t[t])
             d_hyper_raw, dhc = hyper.backward_step(t, dhh, dhc)
             d_s = d_hyper_raw.view(batch, 4 * m) @ w_cat_t  # w.r.t. [h, hyper_h] before the step
             dh = torch.addmm(d_s[:, :n], d_hh_t[t].view(batch, 4 * n), w_hh_t)

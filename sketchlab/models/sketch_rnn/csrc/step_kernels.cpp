@@ -1,0 +1,253 @@
+// Per-step element-wise work of the fused recurrences (sketchlab/models/sketch_rnn/fused.py), float32 on
+// a CPU, one pass over each batch row.
+//
+// In PyTorch each of these is a chain of 4 to 14 small ops per time step (at Sketch-RNN's sizes a few
+// microseconds of fixed cost each, and a trip through memory for every intermediate). The maths, the
+// buffers and their layouts are fused.py's exactly; the Python code there stays the reference and the
+// fallback. exp and tanh are ATen's vectorised ones (SLEEF, 1 ulp), as in torch.sigmoid and torch.tanh.
+// Built by sketchlab/models/sketch_rnn/step_kernels.py, which defines CPU_CAPABILITY for this CPU.
+
+#include <torch/extension.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <cmath>
+#include <initializer_list>
+#include <optional>
+#include <vector>
+
+namespace {
+
+using at::vec::fmadd;
+using Vec = at::vec::Vectorized<float>;
+constexpr int64_t W = Vec::size();
+
+float hsum(const Vec& v) {
+  __at_align__ float buf[W];
+  v.store(buf);
+  float s = 0.f;
+  for (int64_t i = 0; i < W; ++i) s += buf[i];
+  return s;
+}
+
+// mean and 1 / sqrt(biased variance + eps) of x[0:n] (two passes)
+void moments(const float* x, int64_t n, float eps, float& mean, float& rstd) {
+  Vec acc(0.f);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) acc += Vec::loadu(x + i);
+  float s = hsum(acc);
+  for (; i < n; ++i) s += x[i];
+  mean = s / n;
+  const Vec m(mean);
+  Vec v(0.f);
+  for (i = 0; i + W <= n; i += W) {
+    const Vec d = Vec::loadu(x + i) - m;
+    v = fmadd(d, d, v);
+  }
+  float var = hsum(v);
+  for (; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
+  rstd = 1.f / std::sqrt(var / n + eps);
+}
+
+Vec sigmoid(const Vec& x) { return Vec(1.f) / (Vec(1.f) + x.neg().exp()); }
+float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
+
+// The gradient of a layer norm without affine w.r.t. its input x, from gy (the gradient w.r.t. its
+// output times the gain), as ATen's layer-norm backward forms it: dx = rstd gy + b x + c, plus `add`.
+void ln_backward_row(const float* gy, const float* x, float mean, float rstd, int64_t n, const float* add,
+                     float* dx) {
+  Vec vds(0.f), vdb(0.f);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    const Vec g = Vec::loadu(gy + i);
+    vds = fmadd(g, Vec::loadu(x + i), vds);
+    vdb += g;
+  }
+  float ds = hsum(vds), db = hsum(vdb);
+  for (; i < n; ++i) {
+    ds += gy[i] * x[i];
+    db += gy[i];
+  }
+  const float b = (db * mean - ds) * rstd * rstd * rstd / n;
+  const float c = -b * mean - db * rstd / n;
+  const Vec va(rstd), vb(b), vc(c);
+  for (i = 0; i + W <= n; i += W) {
+    Vec d = fmadd(va, Vec::loadu(gy + i), fmadd(vb, Vec::loadu(x + i), vc));
+    if (add) d += Vec::loadu(add + i);
+    d.store(dx + i);
+  }
+  for (; i < n; ++i) dx[i] = rstd * gy[i] + (b * x[i] + c) + (add ? add[i] : 0.f);
+}
+
+void check(std::initializer_list<const torch::Tensor*> tensors, const char* where) {
+  for (const torch::Tensor* t : tensors) {
+    TORCH_CHECK(t->scalar_type() == torch::kFloat32 && t->device().is_cpu(), where, ": float32 CPU tensors only");
+    TORCH_CHECK(t->stride(-1) == 1, where, ": the last axis must be contiguous");
+  }
+}
+
+void check_contiguous(std::initializer_list<const torch::Tensor*> tensors, const char* where) {
+  for (const torch::Tensor* t : tensors) TORCH_CHECK(t->is_contiguous(), where, ": tape buffers must be contiguous");
+}
+
+}  // namespace
+
+// _LNTape.forward_step. raw (B, 4, n): the gate pre-activations; c (B, n): the memory before the step;
+// keep (B, n) or None; beta4 (4, n) already holds the forget bias on its f block. Writes ln_mean and
+// ln_rstd (B, 4), acts (B, 4, n), c_out (B, n), c_mean and c_rstd (B), tanh_c (B, n) and h_out (B, n).
+void ln_forward_step(const torch::Tensor& raw, const torch::Tensor& c, const std::optional<torch::Tensor>& keep,
+                     const torch::Tensor& gamma4, const torch::Tensor& beta4, const torch::Tensor& gamma_c,
+                     const torch::Tensor& beta_c, torch::Tensor ln_mean, torch::Tensor ln_rstd, torch::Tensor acts,
+                     torch::Tensor c_mean, torch::Tensor c_rstd, torch::Tensor tanh_c, torch::Tensor c_out,
+                     torch::Tensor h_out, double eps) {
+  check({&raw, &c, &gamma4, &beta4, &gamma_c, &beta_c, &ln_mean, &ln_rstd, &acts, &c_mean, &c_rstd, &tanh_c,
+         &c_out, &h_out}, "ln_forward_step");
+  check_contiguous({&raw, &acts, &tanh_c, &ln_mean, &ln_rstd, &c_mean, &c_rstd, &gamma4, &beta4, &gamma_c, &beta_c},
+                   "ln_forward_step");
+  if (keep) check({&*keep}, "ln_forward_step");
+  const int64_t B = raw.size(0), n = raw.size(2);
+  const float* R = raw.data_ptr<float>();
+  const float* C = c.data_ptr<float>();
+  const float* K = keep ? keep->data_ptr<float>() : nullptr;
+  const float *G4 = gamma4.data_ptr<float>(), *B4 = beta4.data_ptr<float>();
+  const float *GC = gamma_c.data_ptr<float>(), *BC = beta_c.data_ptr<float>();
+  float *LM = ln_mean.data_ptr<float>(), *LR = ln_rstd.data_ptr<float>(), *A = acts.data_ptr<float>();
+  float *CM = c_mean.data_ptr<float>(), *CR = c_rstd.data_ptr<float>(), *TC = tanh_c.data_ptr<float>();
+  float *CO = c_out.data_ptr<float>(), *H = h_out.data_ptr<float>();
+  const float e = static_cast<float>(eps);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t k = 0; k < 4; ++k) {
+      const float* x = R + (b * 4 + k) * n;
+      float mean, rstd;
+      moments(x, n, e, mean, rstd);
+      LM[b * 4 + k] = mean;
+      LR[b * 4 + k] = rstd;
+      float* a = A + (b * 4 + k) * n;
+      const float *g = G4 + k * n, *be = B4 + k * n;
+      const Vec vm(mean), vr(rstd);
+      int64_t i = 0;
+      for (; i + W <= n; i += W) {
+        const Vec y = fmadd((Vec::loadu(x + i) - vm) * vr, Vec::loadu(g + i), Vec::loadu(be + i));
+        (k == 1 ? y.tanh() : sigmoid(y)).store(a + i);
+      }
+      for (; i < n; ++i) {
+        const float y = (x[i] - mean) * rstd * g[i] + be[i];
+        a[i] = k == 1 ? std::tanh(y) : sigmoid(y);
+      }
+    }
+    const float *si = A + b * 4 * n, *tj = si + n, *sf = si + 2 * n, *so = si + 3 * n;
+    const float* cp = C + b * c.stride(0);
+    const float* kp = K ? K + b * keep->stride(0) : nullptr;
+    float* co = CO + b * c_out.stride(0);
+    for (int64_t i = 0; i < n; ++i) co[i] = cp[i] * sf[i] + si[i] * (kp ? tj[i] * kp[i] : tj[i]);
+    float mean, rstd;
+    moments(co, n, e, mean, rstd);
+    CM[b] = mean;
+    CR[b] = rstd;
+    float *tc = TC + b * n, *h = H + b * h_out.stride(0);
+    const Vec vm(mean), vr(rstd);
+    int64_t i = 0;
+    for (; i + W <= n; i += W) {
+      const Vec t = fmadd((Vec::loadu(co + i) - vm) * vr, Vec::loadu(GC + i), Vec::loadu(BC + i)).tanh();
+      t.store(tc + i);
+      (t * Vec::loadu(so + i)).store(h + i);
+    }
+    for (; i < n; ++i) {
+      const float t = std::tanh((co[i] - mean) * rstd * GC[i] + BC[i]);
+      tc[i] = t;
+      h[i] = t * so[i];
+    }
+  }
+}
+
+// _LNTape.backward_step. dh, dc (B, n): the gradients w.r.t. the step's new h and c; coefs (B, 5, n):
+// the step's chain-independent factors (fused._lstm_coefs); sf (B, n): its forget gate. Writes d_gates
+// (B, 4, n), d_chat (B, n) and d_raw (B, 4, n); returns the gradient w.r.t. the memory before the step.
+torch::Tensor ln_backward_step(const torch::Tensor& dh, const torch::Tensor& dc, const torch::Tensor& coefs,
+                               const torch::Tensor& sf, const torch::Tensor& gamma4, const torch::Tensor& gamma_c,
+                               const torch::Tensor& raw, const torch::Tensor& ln_mean, const torch::Tensor& ln_rstd,
+                               const torch::Tensor& c_new, const torch::Tensor& c_mean, const torch::Tensor& c_rstd,
+                               torch::Tensor d_gates, torch::Tensor d_chat, torch::Tensor d_raw) {
+  check({&dh, &dc, &coefs, &sf, &gamma4, &gamma_c, &raw, &ln_mean, &ln_rstd, &c_new, &c_mean, &c_rstd, &d_gates,
+         &d_chat, &d_raw}, "ln_backward_step");
+  check_contiguous({&coefs, &raw, &ln_mean, &ln_rstd, &c_new, &c_mean, &c_rstd, &d_gates, &d_chat, &d_raw, &gamma4,
+                    &gamma_c}, "ln_backward_step");
+  const int64_t B = raw.size(0), n = raw.size(2);
+  torch::Tensor dc_prev = torch::empty({B, n}, dc.options());
+  const float *DH = dh.data_ptr<float>(), *DC = dc.data_ptr<float>(), *CF = coefs.data_ptr<float>();
+  const float *SF = sf.data_ptr<float>(), *G4 = gamma4.data_ptr<float>(), *GC = gamma_c.data_ptr<float>();
+  const float *R = raw.data_ptr<float>(), *LM = ln_mean.data_ptr<float>(), *LR = ln_rstd.data_ptr<float>();
+  const float *CN = c_new.data_ptr<float>(), *CM = c_mean.data_ptr<float>(), *CR = c_rstd.data_ptr<float>();
+  float *DG = d_gates.data_ptr<float>(), *DCH = d_chat.data_ptr<float>(), *DR = d_raw.data_ptr<float>();
+  float* DP = dc_prev.data_ptr<float>();
+  std::vector<float> gy(n), dct(n);
+  for (int64_t b = 0; b < B; ++b) {
+    const float *dhb = DH + b * dh.stride(0), *dcb = DC + b * dc.stride(0), *sfb = SF + b * sf.stride(0);
+    const float* cf = CF + b * 5 * n;  // d(c_new)/d(i, j, f), d(h)/d(o), d(h)/d(tanh's input)
+    float *dg = DG + b * 4 * n, *dch = DCH + b * n;
+    for (int64_t i = 0; i < n; ++i) {
+      dg[3 * n + i] = dhb[i] * cf[3 * n + i];
+      dch[i] = dhb[i] * cf[4 * n + i];
+      gy[i] = dch[i] * GC[i];
+    }
+    ln_backward_row(gy.data(), CN + b * n, CM[b], CR[b], n, dcb, dct.data());
+    for (int64_t k = 0; k < 3; ++k)
+      for (int64_t i = 0; i < n; ++i) dg[k * n + i] = cf[k * n + i] * dct[i];
+    for (int64_t i = 0; i < n; ++i) DP[b * n + i] = dct[i] * sfb[i];
+    for (int64_t k = 0; k < 4; ++k) {
+      for (int64_t i = 0; i < n; ++i) gy[i] = dg[k * n + i] * G4[k * n + i];
+      ln_backward_row(gy.data(), R + (b * 4 + k) * n, LM[b * 4 + k], LR[b * 4 + k], n, nullptr, DR + (b * 4 + k) * n);
+    }
+  }
+  return dc_prev;
+}
+
+// The HyperLSTM's gate pre-activations of one step: raw (B, 4, n) = (beta + bias) + alpha_x * xh +
+// alpha_h * hh, with alpha (8, B, n) and beta (4, B, n) block-major, bias (4, n), xh and hh (B, 4n).
+void hyper_gates_forward(const torch::Tensor& alpha, const torch::Tensor& beta, const torch::Tensor& bias,
+                         const torch::Tensor& xh, const torch::Tensor& hh, torch::Tensor raw) {
+  check({&alpha, &beta, &bias, &xh, &hh, &raw}, "hyper_gates_forward");
+  check_contiguous({&alpha, &beta, &bias, &raw}, "hyper_gates_forward");
+  const int64_t B = raw.size(0), n = raw.size(2);
+  const float *AL = alpha.data_ptr<float>(), *BE = beta.data_ptr<float>(), *BI = bias.data_ptr<float>();
+  const float *XH = xh.data_ptr<float>(), *HH = hh.data_ptr<float>();
+  float* RW = raw.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t k = 0; k < 4; ++k) {
+      const float *ax = AL + (k * B + b) * n, *ah = AL + ((4 + k) * B + b) * n, *be = BE + (k * B + b) * n;
+      const float *bi = BI + k * n, *x = XH + b * xh.stride(0) + k * n, *h = HH + b * hh.stride(0) + k * n;
+      float* r = RW + (b * 4 + k) * n;
+      for (int64_t i = 0; i < n; ++i) r[i] = (be[i] + bi[i]) + ax[i] * x[i] + ah[i] * h[i];
+    }
+}
+
+// Its backward, from d_raw (B, 4, n): d_ab (12, B, n) = [d_raw * xh, d_raw * hh, d_raw] block-major (the
+// gradients w.r.t. alpha and beta) and d_hh (B, 4, n) = d_raw * alpha_h (w.r.t. h @ W_hh).
+void hyper_gates_backward(const torch::Tensor& d_raw, const torch::Tensor& xh, const torch::Tensor& hh,
+                          const torch::Tensor& alpha, torch::Tensor d_ab, torch::Tensor d_hh) {
+  check({&d_raw, &xh, &hh, &alpha, &d_ab, &d_hh}, "hyper_gates_backward");
+  check_contiguous({&d_raw, &alpha, &d_ab, &d_hh}, "hyper_gates_backward");
+  const int64_t B = d_raw.size(0), n = d_raw.size(2);
+  const float *DR = d_raw.data_ptr<float>(), *XH = xh.data_ptr<float>(), *HH = hh.data_ptr<float>();
+  const float* AL = alpha.data_ptr<float>();
+  float *DAB = d_ab.data_ptr<float>(), *DHH = d_hh.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t k = 0; k < 4; ++k) {
+      const float *d = DR + (b * 4 + k) * n, *ah = AL + ((4 + k) * B + b) * n;
+      const float *x = XH + b * xh.stride(0) + k * n, *h = HH + b * hh.stride(0) + k * n;
+      float *dax = DAB + (k * B + b) * n, *dah = DAB + ((4 + k) * B + b) * n, *dbe = DAB + ((8 + k) * B + b) * n;
+      float* dhh = DHH + (b * 4 + k) * n;
+      for (int64_t i = 0; i < n; ++i) {
+        dax[i] = d[i] * x[i];
+        dah[i] = d[i] * h[i];
+        dbe[i] = d[i];
+        dhh[i] = d[i] * ah[i];
+      }
+    }
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("ln_forward_step", &ln_forward_step, "one step of magenta's layer-norm LSTM (after the gate products)");
+  m.def("ln_backward_step", &ln_backward_step, "one step of its BPTT (before the products with the weights)");
+  m.def("hyper_gates_forward", &hyper_gates_forward, "the HyperLSTM's gate pre-activations of one step");
+  m.def("hyper_gates_backward", &hyper_gates_backward, "their backward");
+}
