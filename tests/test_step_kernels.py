@@ -8,7 +8,7 @@ import torch
 
 from sketchlab.models.sketch_rnn import fused, step_kernels
 from sketchlab.models.sketch_rnn.cells import LN_EPS, make_cell
-from sketchlab.models.sketch_rnn.fused import _LNTape, fused_run
+from sketchlab.models.sketch_rnn.fused import _LNTape, fused_run, fused_run_many
 
 # this CPU's own width first; the narrower ones it can also run (an AVX-512 CPU runs AVX2 code)
 _WIDTHS = {"AVX512": ["AVX512", "AVX2", "DEFAULT"], "AVX2": ["AVX2", "DEFAULT"]}.get(step_kernels.capability(),
@@ -75,20 +75,22 @@ def test_layer_norm_steps_match_the_python_steps(kernels, n, with_keep):
             d_raw, d_c = tape.backward_step(t, d_h, d_c)
             raws.append(d_raw.clone())
             d_h = d_raw.sum(1)  # some recurrent gradient for the next step back
-        out[k] = (torch.stack(raws), d_c, tape.d_gates, tape.d_chat)
+        out[k] = (torch.stack(raws), d_c, *tape.ln_grads())
     for a, b in zip(out["cc"], out["py"]):
         _close(a, b)
 
 
-@pytest.mark.parametrize("kind", ["layer_norm", "hyper"])
-def test_fused_function_with_kernels_is_as_accurate_as_without(kernels, kind, monkeypatch):
-    """The whole Function (forward, backward, every parameter's gradient; for the hyper cell its gate kernels
-    too), in float32 with and without the kernels, against the same run in float64."""
+@pytest.mark.parametrize("kind", ["lstm", "layer_norm", "hyper"])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_fused_function_with_kernels_is_as_accurate_as_without(kernels, kind, with_lengths, monkeypatch):
+    """The whole Function (forward, backward, every parameter's gradient; the hyper cell's gate kernels, the
+    plain LSTM's skipped padding), in float32 with and without the kernels, against the same run in float64."""
     torch.manual_seed(0)
     extra = dict(hyper_num_units=21, hyper_embedding_size=5) if kind == "hyper" else {}
     cell = make_cell(kind, 6, 37, 0.1, **extra).train()
     x, out_w = torch.randn(5, 3, 6), torch.randn(5, 3, 37)
     flat = torch.randn(3, cell.state_size)
+    lengths = torch.tensor([2, 5, 4]) if with_lengths else None
     results = {}
     for mode, use, dtype in (("py", None, torch.float32), ("cc", kernels, torch.float32),
                              ("ref", None, torch.float64)):
@@ -96,13 +98,32 @@ def test_fused_function_with_kernels_is_as_accurate_as_without(kernels, kind, mo
         cell.to(dtype)
         torch.manual_seed(1)  # the same dropout masks
         start = tuple(s.clone().requires_grad_() for s in cell.state_from_flat(flat.to(dtype)))
-        outs, final = fused_run(cell, x.to(dtype), start)
+        outs, final = fused_run(cell, x.to(dtype), start, lengths)
         loss = (outs * out_w.to(dtype)).sum() + sum(s.square().sum() for s in final)
         results[mode] = [outs.detach(), *torch.autograd.grad(loss, list(cell.parameters()) + list(start))]
     for cc, py, ref in zip(results["cc"], results["py"], results["ref"]):
         err_cc, err_py = ((r - ref).abs().max().item() for r in (cc.double(), py.double()))
         assert err_cc <= 4 * err_py + 1e-6, (err_cc, err_py)
         torch.testing.assert_close(cc, py, rtol=1e-4, atol=2e-5)
+
+
+def test_plain_lstm_groups_with_kernels_match_them_without(kernels, monkeypatch):
+    """The encoder's two directions in one loop (groups), with lengths: strided rows of every group."""
+    torch.manual_seed(0)
+    cells = [make_cell("lstm", 5, 19, 0.1).train() for _ in range(2)]
+    xs = [torch.randn(6, 4, 5) for _ in cells]
+    lengths = torch.tensor([6, 1, 3, 6])
+    results = {}
+    for mode, use in (("py", None), ("cc", kernels)):
+        monkeypatch.setattr(fused, "kernels_for", lambda t, use=use: use)
+        torch.manual_seed(1)
+        starts = [tuple(torch.randn(4, 19).requires_grad_() for _ in range(2)) for _ in cells]
+        outs = fused_run_many(cells, xs, starts, lengths)
+        loss = sum((o * (i + 1)).sum() + st[0].square().sum() + st[1].sum() for i, (o, st) in enumerate(outs))
+        params = [p for c in cells for p in c.parameters()] + [s for st in starts for s in st]
+        results[mode] = [o.detach() for o, _ in outs] + list(torch.autograd.grad(loss, params))
+    for cc, py in zip(results["cc"], results["py"]):
+        torch.testing.assert_close(cc, py, rtol=1e-5, atol=1e-6)
 
 
 def test_kernels_take_float32_cpu_tensors_only(kernels):

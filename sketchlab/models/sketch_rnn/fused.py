@@ -177,27 +177,34 @@ class _LNTape:
         torch.mul(torch.tanh(c_hat, out=self.tanh_c_t[t]), so, out=h_out)
 
     def start_backward(self, cs: Tensor, keep: Tensor | None, gamma4: Tensor, gamma_c: Tensor) -> None:
-        """The chain-independent factors for all steps; ``cs`` are the memories ``(T + 1, B, n)``, initial first."""
-        self.coefs = _lstm_coefs(self.acts, self.tanh_c, cs[:-1], keep)
-        self.coefs_t = self.coefs.unbind(0)
-        self.coef_ijf_t = self.coefs[:, :, :3].unbind(0)
-        self.coef_o_t, self.coef_c_t = self.coefs[:, :, 3].unbind(0), self.coefs[:, :, 4].unbind(0)
-        self.sf_t = self.acts[:, :, 2].unbind(0)
+        """Before the chain; ``cs`` are the memories ``(T + 1, B, n)``, initial first. The Python steps
+        take the chain-independent factors of all steps here; the kernels form them row by row."""
         self.c_new = cs[1:]  # the memory before its layer norm is the stored state
         self.c_new_t = self.c_new.unbind(0)
         self.gamma4, self.gamma_c = gamma4, gamma_c
+        self.d_raw = torch.empty_like(self.raw)  # w.r.t. the gate pre-activations
+        self.d_raw_t = self.d_raw.unbind(0)
+        if self.kernels is not None:
+            self.c_prev_t = cs[:-1].unbind(0)
+            self.keep_t = keep.unbind(0) if keep is not None else (None,) * len(self.raw_t)
+            # the gains' and shifts' gradients, summed by the kernels step by step, in float64
+            self.ln_sums = torch.zeros(10 * self.n, dtype=torch.float64)
+            return
+        self.coefs = _lstm_coefs(self.acts, self.tanh_c, cs[:-1], keep)
+        self.coef_ijf_t = self.coefs[:, :, :3].unbind(0)
+        self.coef_o_t, self.coef_c_t = self.coefs[:, :, 3].unbind(0), self.coefs[:, :, 4].unbind(0)
+        self.sf_t = self.acts[:, :, 2].unbind(0)
         self.d_gates = torch.empty_like(self.acts)  # w.r.t. the gates after the layer norm (for its gain)
         self.d_chat = torch.empty_like(self.tanh_c)  # w.r.t. the memory's layer-norm output
-        self.d_raw = torch.empty_like(self.raw)  # w.r.t. the gate pre-activations
-        self.d_gates_t, self.d_chat_t, self.d_raw_t = (b.unbind(0) for b in (self.d_gates, self.d_chat, self.d_raw))
+        self.d_gates_t, self.d_chat_t = self.d_gates.unbind(0), self.d_chat.unbind(0)
 
     def backward_step(self, t: int, dh: Tensor, dc: Tensor) -> tuple[Tensor, Tensor]:
         """From the gradients w.r.t. step ``t``'s new h and c: ``(d raw[t] (B, 4, n), d c before step t)``."""
         if self.kernels is not None:
-            dc = self.kernels.ln_backward_step(dh, dc, self.coefs_t[t], self.sf_t[t], self.gamma4, self.gamma_c,
-                                               self.raw_t[t], self.ln_mean_t[t], self.ln_rstd_t[t], self.c_new_t[t],
-                                               self.c_mean_t[t], self.c_rstd_t[t], self.d_gates_t[t],
-                                               self.d_chat_t[t], self.d_raw_t[t])
+            dc = self.kernels.ln_backward_step(dh, dc, self.acts_t[t], self.tanh_c_t[t], self.c_prev_t[t],
+                                               self.keep_t[t], self.gamma4, self.gamma_c, self.raw_t[t],
+                                               self.ln_mean_t[t], self.ln_rstd_t[t], self.c_new_t[t],
+                                               self.c_mean_t[t], self.c_rstd_t[t], self.d_raw_t[t], self.ln_sums)
             return self.d_raw_t[t], dc
         n, dg = self.n, self.d_gates_t[t]
         torch.mul(dh, self.coef_o_t[t], out=dg[:, 3])
@@ -211,13 +218,17 @@ class _LNTape:
     def ln_grads(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Gradients of the gates' gain and shift ``(4n,)`` and the memory's ``(n,)``, over all steps.
 
-        After the chain only: it overwrites the factors of :meth:`start_backward` (scratch space here).
+        After the chain only. The Python steps' version overwrites the factors of :meth:`start_backward`
+        (scratch space here).
         """
-        four_n = 4 * self.n
+        n = self.n
+        if self.kernels is not None:
+            sums = self.ln_sums.to(self.raw.dtype)
+            return sums[:4 * n], sums[4 * n:8 * n], sums[8 * n:9 * n], sums[9 * n:]
         scratch = self.coefs
         xhat_d = torch.sub(self.raw, self.ln_mean, out=scratch[:, :, :4]).mul_(self.ln_rstd).mul_(self.d_gates)
         chat_d = torch.sub(self.c_new, self.c_mean, out=scratch[:, :, 4]).mul_(self.c_rstd).mul_(self.d_chat)
-        return (xhat_d.sum((0, 1)).reshape(four_n), self.d_gates.sum((0, 1)).reshape(four_n),
+        return (xhat_d.sum((0, 1)).reshape(4 * n), self.d_gates.sum((0, 1)).reshape(4 * n),
                 chat_d.sum((0, 1)), self.d_chat.sum((0, 1)))
 
 
@@ -249,6 +260,7 @@ class _FusedPlainLSTM(torch.autograd.Function):
         # the forget bias folded into the input projection
         xpf = xp.view(groups, steps, batch, 4, n).add(_forget_shift(forget_bias, xp)).view(groups, steps, batch, four_n)
         w_step = _step_weight(w_hh)
+        kernels = kernels_for(xp)
         hs_t, cs_t, acts_t, tanh_c_t, xp_t = (b.unbind(1) for b in (hs, cs, acts, tanh_c, xpf))
         keep_t = keep.unbind(1) if keep is not None else (None,) * steps
         for t in range(steps):
@@ -261,7 +273,11 @@ class _FusedPlainLSTM(torch.autograd.Function):
                     break
                 views = _rows(b, *views)
             a, xpt, h, c, keept, c_out, tc_out, h_out = views
-            g = torch.baddbmm(xpt, h, w_step).view(groups, b, 4, n)
+            g = torch.baddbmm(xpt, h, w_step)
+            if kernels is not None:
+                kernels.lstm_forward_step(g, c, keept, a, c_out, tc_out, h_out)
+                continue
+            g = g.view(groups, b, 4, n)
             torch.sigmoid(g, out=a)
             torch.tanh(g[:, :, 1], out=a[:, :, 1])
             si, tj, sf, so = a.unbind(2)
@@ -287,41 +303,53 @@ class _FusedPlainLSTM(torch.autograd.Function):
         live, ends = ctx.live, ctx.ends
         groups, steps, batch, _, n = acts.shape
         w_t = _back_weight(w_hh)
-        coefs = _lstm_coefs(acts, tanh_c, cs[:, :-1], keep)
+        kernels = kernels_for(acts)
         d_raw = acts.new_empty(acts.shape)  # w.r.t. xp[t] + h @ W_hh
-        d_raw_t, sf_t = d_raw.unbind(1), acts[:, :, :, 2].unbind(1)
-        coef_o_t, coef_c_t, coef_ijf_t = coefs[:, :, :, 3].unbind(1), coefs[:, :, :, 4].unbind(1), coefs[:, :, :, :3].unbind(1)
+        d_raw_t = d_raw.unbind(1)
         d_hs_t = d_hs.unbind(1) if d_hs is not None else (None,) * steps
         d_cs_t = d_cs.unbind(1) if d_cs is not None else (None,) * steps
+        if kernels is not None:  # they form the chain-independent factors row by row
+            keep_t = keep.unbind(1) if keep is not None else (None,) * steps
+            record_t = tuple(zip(acts.unbind(1), tanh_c.unbind(1), cs[:, :-1].unbind(1), keep_t))
+        else:
+            coefs = _lstm_coefs(acts, tanh_c, cs[:, :-1], keep)
+            record_t = tuple(zip(coefs[:, :, :, 3].unbind(1), coefs[:, :, :, 4].unbind(1),
+                                 coefs[:, :, :, :3].unbind(1), acts[:, :, :, 2].unbind(1)))
         dh, dc = hs.new_zeros(groups, batch, n), hs.new_zeros(groups, batch, n)
         for t in range(steps - 1, -1, -1):
             b = live[t]
-            views = (dh, dc, d_raw_t[t], coef_o_t[t], coef_c_t[t], coef_ijf_t[t], sf_t[t], d_hs_t[t], d_cs_t[t])
+            views = (dh, dc, d_raw_t[t], d_hs_t[t], d_cs_t[t], *record_t[t])
             if b < batch:
                 d_raw_t[t][:, b:].zero_()  # no gradient where no row ran (read by the batched products below)
                 if b == 0:
                     continue
                 # going backwards, the rows past b have not started: their dh and dc are still zero
                 views = _rows(b, *views)
-            dhb, dcb, dg, co, cc, cijf, sf, dht, dct = views
-            if dht is not None:
-                dhb = dhb + dht
-            if dct is not None:
-                dcb = dcb + dct
+            dhb, dcb, dg, dht, dct, *record = views
             if t in ends:  # the final states of the rows that end here (dh and dc are this loop's own buffers)
                 first, stop = ends[t]
                 if d_h_last is not None:
                     dhb[:, first:stop] += d_h_last[:, first:stop]
                 if d_c_last is not None:
                     dcb[:, first:stop] += d_c_last[:, first:stop]
-            torch.mul(dhb, co, out=dg[:, :, 3])
-            dcb = torch.addcmul(dcb, dhb, cc)
-            torch.mul(cijf, dcb.unsqueeze(2), out=dg[:, :, :3])
+            if kernels is not None:  # the memory's gradient in place, into dc's own rows
+                kernels.lstm_backward_step(dhb, dcb, dht, dct, *record, dg.view(groups, b, 4 * n), dcb)
+            else:
+                co, cc, cijf, sf = record
+                if dht is not None:
+                    dhb = dhb + dht
+                if dct is not None:
+                    dcb = dcb + dct
+                torch.mul(dhb, co, out=dg[:, :, 3])
+                dcb = torch.addcmul(dcb, dhb, cc)
+                torch.mul(cijf, dcb.unsqueeze(2), out=dg[:, :, :3])
+                if b == batch:
+                    dc = dcb * sf
+                else:
+                    torch.mul(dcb, sf, out=dc[:, :b])
             if b == batch:
-                dc = dcb * sf
                 dh = torch.bmm(dg.view(groups, b, 4 * n), w_t)
             else:
-                torch.mul(dcb, sf, out=dc[:, :b])
                 dh[:, :b] = torch.bmm(dg.view(groups, b, 4 * n), w_t)
         rows = steps * batch
         d_w = torch.bmm(hs[:, :-1].reshape(groups, rows, n).transpose(1, 2), d_raw.view(groups, rows, 4 * n))
@@ -503,7 +531,8 @@ class _FusedHyperLSTM(torch.autograd.Function):
         z_k = z.view(rows, 12, emb).permute(1, 2, 0)
         d_w_ab = xp.new_empty(12, emb, n)
         main_ln = main.ln_grads()
-        prod = torch.mul(d_graw, xh_k.transpose(1, 2), out=main.d_gates)  # its last use was ln_grads
+        # scratch: the Python steps' gate gradients are free after ln_grads
+        prod = torch.mul(d_graw, xh_k.transpose(1, 2), out=main.d_gates if main.kernels is None else None)
         torch.bmm(z_k[:4], prod.view(rows, 4, n).transpose(0, 1), out=d_w_ab[:4])
         torch.mul(d_graw, hh.view(steps, batch, 4, n), out=prod)
         torch.bmm(z_k[4:8], prod.view(rows, 4, n).transpose(0, 1), out=d_w_ab[4:8])

@@ -159,46 +159,151 @@ void ln_forward_step(const torch::Tensor& raw, const torch::Tensor& c, const std
   }
 }
 
-// _LNTape.backward_step. dh, dc (B, n): the gradients w.r.t. the step's new h and c; coefs (B, 5, n):
-// the step's chain-independent factors (fused._lstm_coefs); sf (B, n): its forget gate. Writes d_gates
-// (B, 4, n), d_chat (B, n) and d_raw (B, 4, n); returns the gradient w.r.t. the memory before the step.
-torch::Tensor ln_backward_step(const torch::Tensor& dh, const torch::Tensor& dc, const torch::Tensor& coefs,
-                               const torch::Tensor& sf, const torch::Tensor& gamma4, const torch::Tensor& gamma_c,
-                               const torch::Tensor& raw, const torch::Tensor& ln_mean, const torch::Tensor& ln_rstd,
-                               const torch::Tensor& c_new, const torch::Tensor& c_mean, const torch::Tensor& c_rstd,
-                               torch::Tensor d_gates, torch::Tensor d_chat, torch::Tensor d_raw) {
-  check({&dh, &dc, &coefs, &sf, &gamma4, &gamma_c, &raw, &ln_mean, &ln_rstd, &c_new, &c_mean, &c_rstd, &d_gates,
-         &d_chat, &d_raw}, "ln_backward_step");
-  check_contiguous({&coefs, &raw, &ln_mean, &ln_rstd, &c_new, &c_mean, &c_rstd, &d_gates, &d_chat, &d_raw, &gamma4,
-                    &gamma_c}, "ln_backward_step");
+// The gate gradients of one LSTM row from the gradient dct w.r.t. its new memory (the chain's part that
+// fused._lstm_coefs precomputes in Python, here formed on the fly from the activations): i, j, f into
+// dg[0:3n] (o is the caller's), and the gradient w.r.t. the memory before the step into dc_prev.
+void lstm_memory_backward_row(const float* dct, const float* a, const float* cp, const float* kp, int64_t n,
+                              float* dg, float* dc_prev) {
+  const float *si = a, *tj = a + n, *sf = a + 2 * n;
+  for (int64_t i = 0; i < n; ++i) {
+    const float keep = kp ? kp[i] : 1.f;
+    dg[i] = dct[i] * ((si[i] - si[i] * si[i]) * tj[i] * keep);      // sigmoid' = s (1 - s)
+    dg[n + i] = dct[i] * ((si[i] - si[i] * (tj[i] * tj[i])) * keep);  // si (1 - tanh^2)
+    dg[2 * n + i] = dct[i] * ((sf[i] - sf[i] * sf[i]) * cp[i]);
+    dc_prev[i] = dct[i] * sf[i];
+  }
+}
+
+// _LNTape.backward_step. dh, dc (B, n): the gradients w.r.t. the step's new h and c; acts (B, 4, n),
+// tanh_c (B, n), c_prev (B, n) and keep (B, n) or None: the step's record. Writes d_raw (B, 4, n) and adds
+// this step's terms of the layer norms' gain and shift gradients to sums (float64, 10n: the gates' gain,
+// their shift, the memory's gain, its shift); returns the gradient w.r.t. the memory before the step.
+torch::Tensor ln_backward_step(const torch::Tensor& dh, const torch::Tensor& dc, const torch::Tensor& acts,
+                               const torch::Tensor& tanh_c, const torch::Tensor& c_prev,
+                               const std::optional<torch::Tensor>& keep, const torch::Tensor& gamma4,
+                               const torch::Tensor& gamma_c, const torch::Tensor& raw, const torch::Tensor& ln_mean,
+                               const torch::Tensor& ln_rstd, const torch::Tensor& c_new, const torch::Tensor& c_mean,
+                               const torch::Tensor& c_rstd, torch::Tensor d_raw, torch::Tensor sums) {
+  check({&dh, &dc, &acts, &tanh_c, &c_prev, &gamma4, &gamma_c, &raw, &ln_mean, &ln_rstd, &c_new, &c_mean, &c_rstd,
+         &d_raw}, "ln_backward_step");
+  check_contiguous({&acts, &tanh_c, &raw, &ln_mean, &ln_rstd, &c_new, &c_mean, &c_rstd, &d_raw, &gamma4, &gamma_c,
+                    &sums}, "ln_backward_step");
+  if (keep) check({&*keep}, "ln_backward_step");
   const int64_t B = raw.size(0), n = raw.size(2);
+  TORCH_CHECK(sums.scalar_type() == torch::kFloat64 && sums.numel() == 10 * n, "ln_backward_step: sums is float64 (10n)");
   torch::Tensor dc_prev = torch::empty({B, n}, dc.options());
-  const float *DH = dh.data_ptr<float>(), *DC = dc.data_ptr<float>(), *CF = coefs.data_ptr<float>();
-  const float *SF = sf.data_ptr<float>(), *G4 = gamma4.data_ptr<float>(), *GC = gamma_c.data_ptr<float>();
+  const float *DH = dh.data_ptr<float>(), *DC = dc.data_ptr<float>(), *A = acts.data_ptr<float>();
+  const float *TC = tanh_c.data_ptr<float>(), *CP = c_prev.data_ptr<float>();
+  const float* K = keep ? keep->data_ptr<float>() : nullptr;
+  const float *G4 = gamma4.data_ptr<float>(), *GC = gamma_c.data_ptr<float>();
   const float *R = raw.data_ptr<float>(), *LM = ln_mean.data_ptr<float>(), *LR = ln_rstd.data_ptr<float>();
   const float *CN = c_new.data_ptr<float>(), *CM = c_mean.data_ptr<float>(), *CR = c_rstd.data_ptr<float>();
-  float *DG = d_gates.data_ptr<float>(), *DCH = d_chat.data_ptr<float>(), *DR = d_raw.data_ptr<float>();
-  float* DP = dc_prev.data_ptr<float>();
-  std::vector<float> gy(n), dct(n);
+  float *DR = d_raw.data_ptr<float>(), *DP = dc_prev.data_ptr<float>();
+  double* S = sums.data_ptr<double>();
+  // this step's sums over its rows in float (B terms), then once into the float64 totals
+  std::vector<float> part(10 * n, 0.f), dg(4 * n), dch(n), gy(n), dct(n);
+  float *p_g4 = part.data(), *p_b4 = p_g4 + 4 * n, *p_gc = p_b4 + 4 * n, *p_bc = p_gc + n;
   for (int64_t b = 0; b < B; ++b) {
-    const float *dhb = DH + b * dh.stride(0), *dcb = DC + b * dc.stride(0), *sfb = SF + b * sf.stride(0);
-    const float* cf = CF + b * 5 * n;  // d(c_new)/d(i, j, f), d(h)/d(o), d(h)/d(tanh's input)
-    float *dg = DG + b * 4 * n, *dch = DCH + b * n;
+    const float *dhb = DH + b * dh.stride(0), *dcb = DC + b * dc.stride(0);
+    const float *a = A + b * 4 * n, *so = a + 3 * n, *tc = TC + b * n;
+    const float *cp = CP + b * c_prev.stride(0), *kp = K ? K + b * keep->stride(0) : nullptr;
+    const float *cn = CN + b * n;
     for (int64_t i = 0; i < n; ++i) {
-      dg[3 * n + i] = dhb[i] * cf[3 * n + i];
-      dch[i] = dhb[i] * cf[4 * n + i];
+      dg[3 * n + i] = dhb[i] * ((so[i] - so[i] * so[i]) * tc[i]);
+      dch[i] = dhb[i] * (so[i] - so[i] * (tc[i] * tc[i]));  // so (1 - tanh^2)
       gy[i] = dch[i] * GC[i];
     }
-    ln_backward_row(gy.data(), CN + b * n, CM[b], CR[b], n, dcb, dct.data());
-    for (int64_t k = 0; k < 3; ++k)
-      for (int64_t i = 0; i < n; ++i) dg[k * n + i] = cf[k * n + i] * dct[i];
-    for (int64_t i = 0; i < n; ++i) DP[b * n + i] = dct[i] * sfb[i];
+    const float cm = CM[b], cr = CR[b];
+    for (int64_t i = 0; i < n; ++i) {
+      p_gc[i] += (cn[i] - cm) * cr * dch[i];
+      p_bc[i] += dch[i];
+    }
+    ln_backward_row(gy.data(), cn, cm, cr, n, dcb, dct.data());
+    lstm_memory_backward_row(dct.data(), a, cp, kp, n, dg.data(), DP + b * n);
     for (int64_t k = 0; k < 4; ++k) {
-      for (int64_t i = 0; i < n; ++i) gy[i] = dg[k * n + i] * G4[k * n + i];
-      ln_backward_row(gy.data(), R + (b * 4 + k) * n, LM[b * 4 + k], LR[b * 4 + k], n, nullptr, DR + (b * 4 + k) * n);
+      const float *x = R + (b * 4 + k) * n, *g = dg.data() + k * n, *gam = G4 + k * n;
+      const float m = LM[b * 4 + k], r = LR[b * 4 + k];
+      for (int64_t i = 0; i < n; ++i) {
+        gy[i] = g[i] * gam[i];
+        p_g4[k * n + i] += (x[i] - m) * r * g[i];
+        p_b4[k * n + i] += g[i];
+      }
+      ln_backward_row(gy.data(), x, m, r, n, nullptr, DR + (b * 4 + k) * n);
     }
   }
+  for (int64_t i = 0; i < 10 * n; ++i) S[i] += part[i];
   return dc_prev;
+}
+
+// One plain LSTM step (fused._FusedPlainLSTM) for G groups of b rows: from the gate pre-activations
+// g (G, b, 4n) and the memory c (G, b, n), the activations into acts (G, b, 4, n), the new memory into
+// c_out, its tanh into tanh_c and h into h_out. keep (G, b, n) or None: recurrent dropout on the candidate.
+void lstm_forward_step(const torch::Tensor& g, const torch::Tensor& c, const std::optional<torch::Tensor>& keep,
+                       torch::Tensor acts, torch::Tensor c_out, torch::Tensor tanh_c, torch::Tensor h_out) {
+  check({&g, &c, &acts, &c_out, &tanh_c, &h_out}, "lstm_forward_step");
+  if (keep) check({&*keep}, "lstm_forward_step");
+  const int64_t G = g.size(0), B = g.size(1), n = c.size(2);
+  TORCH_CHECK(g.size(2) == 4 * n && acts.stride(2) == n, "lstm_forward_step: gates (G, b, 4n), acts (G, b, 4, n)");
+  for (int64_t q = 0; q < G; ++q)
+    for (int64_t b = 0; b < B; ++b) {
+      const float* x = g.data_ptr<float>() + q * g.stride(0) + b * g.stride(1);
+      float* a = acts.data_ptr<float>() + q * acts.stride(0) + b * acts.stride(1);
+      int64_t i;
+      for (int64_t k = 0; k < 4; ++k) {  // sigmoid(i), tanh(j), sigmoid(f), sigmoid(o)
+        const float* xk = x + k * n;
+        float* ak = a + k * n;
+        for (i = 0; i + W <= n; i += W) {
+          const Vec y = Vec::loadu(xk + i);
+          (k == 1 ? y.tanh() : sigmoid(y)).store(ak + i);
+        }
+        for (; i < n; ++i) ak[i] = k == 1 ? std::tanh(xk[i]) : sigmoid(xk[i]);
+      }
+      const float *si = a, *tj = a + n, *sf = a + 2 * n, *so = a + 3 * n;
+      const float* cp = c.data_ptr<float>() + q * c.stride(0) + b * c.stride(1);
+      const float* kp = keep ? keep->data_ptr<float>() + q * keep->stride(0) + b * keep->stride(1) : nullptr;
+      float* co = c_out.data_ptr<float>() + q * c_out.stride(0) + b * c_out.stride(1);
+      float* tc = tanh_c.data_ptr<float>() + q * tanh_c.stride(0) + b * tanh_c.stride(1);
+      float* h = h_out.data_ptr<float>() + q * h_out.stride(0) + b * h_out.stride(1);
+      for (i = 0; i < n; ++i) co[i] = cp[i] * sf[i] + si[i] * (kp ? tj[i] * kp[i] : tj[i]);
+      for (i = 0; i + W <= n; i += W) {
+        const Vec t = Vec::loadu(co + i).tanh();
+        t.store(tc + i);
+        (t * Vec::loadu(so + i)).store(h + i);
+      }
+      for (; i < n; ++i) {
+        tc[i] = std::tanh(co[i]);
+        h[i] = tc[i] * so[i];
+      }
+    }
+}
+
+// Its BPTT step, for G groups of b rows: from dh and dc (G, b, n), the gradients w.r.t. the new h and c
+// (plus dh_add and dc_add where given), and the step's record (acts, tanh_c, the memory before c_prev,
+// keep), the gate gradients into d_raw (G, b, 4n) and the gradient w.r.t. the memory before into dc_out.
+void lstm_backward_step(const torch::Tensor& dh, const torch::Tensor& dc, const std::optional<torch::Tensor>& dh_add,
+                        const std::optional<torch::Tensor>& dc_add, const torch::Tensor& acts,
+                        const torch::Tensor& tanh_c, const torch::Tensor& c_prev,
+                        const std::optional<torch::Tensor>& keep, torch::Tensor d_raw, torch::Tensor dc_out) {
+  check({&dh, &dc, &acts, &tanh_c, &c_prev, &d_raw, &dc_out}, "lstm_backward_step");
+  for (const auto* t : {&dh_add, &dc_add, &keep})
+    if (*t) check({&**t}, "lstm_backward_step");
+  const int64_t G = dh.size(0), B = dh.size(1), n = dh.size(2);
+  TORCH_CHECK(acts.stride(2) == n && d_raw.size(2) == 4 * n, "lstm_backward_step: acts (G, b, 4, n), d_raw (G, b, 4n)");
+  std::vector<float> dht(n), dct(n);
+  auto row = [](const torch::Tensor& t, int64_t q, int64_t b) { return t.data_ptr<float>() + q * t.stride(0) + b * t.stride(1); };
+  for (int64_t q = 0; q < G; ++q)
+    for (int64_t b = 0; b < B; ++b) {
+      const float *dhb = row(dh, q, b), *dcb = row(dc, q, b), *a = row(acts, q, b), *so = a + 3 * n;
+      const float *dha = dh_add ? row(*dh_add, q, b) : nullptr, *dca = dc_add ? row(*dc_add, q, b) : nullptr;
+      const float *tc = row(tanh_c, q, b), *cp = row(c_prev, q, b), *kp = keep ? row(*keep, q, b) : nullptr;
+      float* dg = d_raw.data_ptr<float>() + q * d_raw.stride(0) + b * d_raw.stride(1);
+      for (int64_t i = 0; i < n; ++i) {
+        const float d = dha ? dhb[i] + dha[i] : dhb[i];
+        dg[3 * n + i] = d * ((so[i] - so[i] * so[i]) * tc[i]);
+        dct[i] = (dca ? dcb[i] + dca[i] : dcb[i]) + d * (so[i] - so[i] * (tc[i] * tc[i]));
+      }
+      lstm_memory_backward_row(dct.data(), a, cp, kp, n, dg, row(dc_out, q, b));
+    }
 }
 
 // The HyperLSTM's gate pre-activations of one step: raw (B, 4, n) = (beta + bias) + alpha_x * xh +
@@ -248,6 +353,8 @@ void hyper_gates_backward(const torch::Tensor& d_raw, const torch::Tensor& xh, c
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("ln_forward_step", &ln_forward_step, "one step of magenta's layer-norm LSTM (after the gate products)");
   m.def("ln_backward_step", &ln_backward_step, "one step of its BPTT (before the products with the weights)");
+  m.def("lstm_forward_step", &lstm_forward_step, "one plain LSTM step (after the gate products), G groups");
+  m.def("lstm_backward_step", &lstm_backward_step, "one step of its BPTT, G groups");
   m.def("hyper_gates_forward", &hyper_gates_forward, "the HyperLSTM's gate pre-activations of one step");
   m.def("hyper_gates_backward", &hyper_gates_backward, "their backward");
 }
