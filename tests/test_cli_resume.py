@@ -42,6 +42,8 @@ def test_provenance_is_recorded(tmp_path, data_root):
     for pkg in ("torch", "numpy", "hydra-core", "mlflow", "torchdiffeq", "torchcde", "sketchlab"):
         assert tags[f"sketchlab.version.{pkg}"] not in ("", "missing")
     assert tags["sketchlab.device"] == "cpu" and tags["sketchlab.cpu"]
+    # what the fused recurrences' steps ran on: the C++ kernels (cpp-avx512, say) or the Python steps (and why)
+    assert tags["sketchlab.step_kernels"].startswith(("cpp-", "python ("))
 
 
 def _wait_for_steps(tmp_path: Path, experiment: str, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -5,7 +5,9 @@ chains of small element-wise ops (a layer-norm LSTM step is about fourteen forwa
 the HyperLSTM adds its gate formation). At Sketch-RNN's sizes those ops cost more in fixed overhead and
 trips through memory than in arithmetic. ``csrc/step_kernels.cpp`` does each chain in one pass per batch
 row, with the same maths and the same buffers; the Python code in ``fused.py`` stays the reference and
-runs wherever the kernels do not (float64, a GPU, a machine without a compiler).
+runs wherever the kernels do not (float64, a GPU, a machine without a compiler). Why hand-written:
+``torch.compile`` of one layer-norm LSTM step took 75 µs against the eager step's 55 on the Intel VM (its
+per-call overhead exceeds what it fuses), and no library ships these cells' steps.
 
 The kernels are built once per machine with ``torch.utils.cpp_extension`` (g++ and ninja; about half a
 minute), into PyTorch's extension cache (:func:`build_directory`), for the vector width that ATen itself
