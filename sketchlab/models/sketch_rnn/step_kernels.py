@@ -33,7 +33,7 @@ from torch import Tensor
 
 try:
     import fcntl
-except ImportError:  # not on Windows: builds there are not guarded against each other
+except ImportError:  # Windows has no fcntl: builds there are not guarded against each other
     fcntl = None
 
 #: Environment variable: "0" runs the Python steps even where the kernels build.
@@ -65,8 +65,8 @@ def build_directory(cap: str) -> Path:
     ``~/.cache/torch_extensions``), one folder per capability, PyTorch version and Python version (a module
     built against other headers must not be imported)."""
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions")).expanduser()
-    torch_version = torch.__version__.replace("+", "_")
-    return root / f"sketchlab_step_kernels_{cap.lower()}_torch{torch_version}_py{sys.version_info[0]}{sys.version_info[1]}"
+    versions = f"torch{torch.__version__.replace('+', '_')}_py{sys.version_info[0]}{sys.version_info[1]}"
+    return root / f"sketchlab_step_kernels_{cap.lower()}_{versions}"
 
 
 def build(cap: str | None = None, verbose: bool = False) -> ModuleType:

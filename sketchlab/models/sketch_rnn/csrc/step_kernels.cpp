@@ -190,7 +190,8 @@ torch::Tensor ln_backward_step(const torch::Tensor& dh, const torch::Tensor& dc,
                     &sums}, "ln_backward_step");
   if (keep) check({&*keep}, "ln_backward_step");
   const int64_t B = raw.size(0), n = raw.size(2);
-  TORCH_CHECK(sums.scalar_type() == torch::kFloat64 && sums.numel() == 10 * n, "ln_backward_step: sums is float64 (10n)");
+  TORCH_CHECK(sums.scalar_type() == torch::kFloat64 && sums.numel() == 10 * n,
+              "ln_backward_step: sums is float64 (10n)");
   torch::Tensor dc_prev = torch::empty({B, n}, dc.options());
   const float *DH = dh.data_ptr<float>(), *DC = dc.data_ptr<float>(), *A = acts.data_ptr<float>();
   const float *TC = tanh_c.data_ptr<float>(), *CP = c_prev.data_ptr<float>();
@@ -280,6 +281,7 @@ void lstm_forward_step(const torch::Tensor& g, const torch::Tensor& c, const std
 // Its BPTT step, for G groups of b rows: from dh and dc (G, b, n), the gradients w.r.t. the new h and c
 // (plus dh_add and dc_add where given), and the step's record (acts, tanh_c, the memory before c_prev,
 // keep), the gate gradients into d_raw (G, b, 4n) and the gradient w.r.t. the memory before into dc_out.
+// dc_out may be dc itself: each row of dc is read in full before that row of dc_out is written.
 void lstm_backward_step(const torch::Tensor& dh, const torch::Tensor& dc, const std::optional<torch::Tensor>& dh_add,
                         const std::optional<torch::Tensor>& dc_add, const torch::Tensor& acts,
                         const torch::Tensor& tanh_c, const torch::Tensor& c_prev,
@@ -288,9 +290,12 @@ void lstm_backward_step(const torch::Tensor& dh, const torch::Tensor& dc, const 
   for (const auto* t : {&dh_add, &dc_add, &keep})
     if (*t) check({&**t}, "lstm_backward_step");
   const int64_t G = dh.size(0), B = dh.size(1), n = dh.size(2);
-  TORCH_CHECK(acts.stride(2) == n && d_raw.size(2) == 4 * n, "lstm_backward_step: acts (G, b, 4, n), d_raw (G, b, 4n)");
-  std::vector<float> dht(n), dct(n);
-  auto row = [](const torch::Tensor& t, int64_t q, int64_t b) { return t.data_ptr<float>() + q * t.stride(0) + b * t.stride(1); };
+  TORCH_CHECK(acts.stride(2) == n && d_raw.size(2) == 4 * n,
+              "lstm_backward_step: acts (G, b, 4, n), d_raw (G, b, 4n)");
+  std::vector<float> dct(n);
+  auto row = [](const torch::Tensor& t, int64_t q, int64_t b) {
+    return t.data_ptr<float>() + q * t.stride(0) + b * t.stride(1);
+  };
   for (int64_t q = 0; q < G; ++q)
     for (int64_t b = 0; b < B; ++b) {
       const float *dhb = row(dh, q, b), *dcb = row(dc, q, b), *a = row(acts, q, b), *so = a + 3 * n;
