@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from bench_report import add_run_options, apply_run_options, args_config, write_report
+from bench_report import add_run_options, apply_run_options, args_config, step_kernels_note, write_report
 
 from sketchlab.models.sketch_rnn.cells import CELL_KINDS, make_cell
 from sketchlab.models.sketch_rnn.fused import fused_run
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"{kind:>10} B {batch:>4} hidden {hidden:>4}: eager {res['eager_s']:.3f} s "
                   f"({res['eager_faults']} page faults), fused {res['fused_s']:.3f} s ({res['fused_faults']}), "
                   f"fused {res['fused_speedup']:.2f}x", flush=True)
+    print(step_kernels_note().lstrip("; ") or "no fused run")
     write_report(args.out, {"config": args_config(args), "freed_memory_kept": kept, "results": results})
     return results
 

@@ -1,6 +1,6 @@
 """What the ``scripts/bench_*.py`` share: the process options every one takes (``--threads``, ``--seed``,
 ``--keep-freed-memory``: the training process's memory setting, so they time what a training runs), and the
-JSON report they write with ``--out`` (settings and results)."""
+JSON report they write with ``--out`` (settings, results, and what the fused recurrences' steps ran on)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from sketchlab.memory import keep_freed_memory
+from sketchlab.models.sketch_rnn.step_kernels import used as step_kernels_used
 
 
 def args_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -19,10 +20,19 @@ def args_config(args: argparse.Namespace) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
 
 
+def step_kernels_note() -> str:
+    """``; step kernels: cpp-avx512`` (say), or ``python (why)``, for a results header: what the fused
+    recurrences' steps ran on in this process (empty where none ran)."""
+    used = step_kernels_used()
+    return "" if used is None else f"; step kernels: {used}"
+
+
 def write_report(out: Path | None, report: dict[str, Any]) -> None:
-    """Write ``report`` as JSON to ``out`` (its folder made if needed); nothing when ``out`` is None."""
+    """Write ``report`` as JSON to ``out`` (its folder made if needed), with ``step_kernels`` (what the fused
+    recurrences' steps ran on, None where none ran); nothing when ``out`` is None."""
     if out is None:
         return
+    report = {**report, "step_kernels": step_kernels_used()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")

@@ -29,7 +29,7 @@ import time
 import numpy as np
 import torch
 
-from bench_report import add_run_options, apply_run_options, args_config, write_report
+from bench_report import add_run_options, apply_run_options, args_config, step_kernels_note, write_report
 
 from sketchlab.data.stroke5 import Stroke5Collate
 from sketchlab.engine.runtime import pick_device
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"\nSketch-RNN training throughput on {name} ({device}), batch {args.batch_size}, length {args.seq_len}, "
           f"enc {args.enc_size}, dec {args.dec_size}, recurrent dropout {'on' if args.recurrent_dropout else 'off'}"
-          f"{', bf16' if args.bf16 else ''}; median of {args.steps} steps")
+          f"{', bf16' if args.bf16 else ''}; median of {args.steps} steps{step_kernels_note()}")
     print(f"| {'cell':<10} | {'mode':<16} | {'ms/step':>9} | {'sketches/s':>10} | {'vs eager':>8} |")
     print(f"|{'-' * 12}|{'-' * 18}|{'-' * 11}|{'-' * 12}|{'-' * 10}|")
     for r in results:

@@ -38,7 +38,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_report import add_run_options, apply_run_options, args_config, write_report  # noqa: E402
+from bench_report import (add_run_options, apply_run_options, args_config, step_kernels_note,  # noqa: E402
+                          write_report)
 from bench_sketch_rnn import synthetic_batch  # noqa: E402
 
 from sketchlab.models.sketch_rnn import SketchRNN  # noqa: E402
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\nTraining sketches/s, {args.threads} thread(s), batch {args.batch_size}, length {args.seq_len}, "
           f"enc {args.enc_size}, dec {args.dec_size}, recurrent dropout on; median of {args.rounds * args.turn} "
           f"steps, in {args.rounds} interleaved turns of {args.turn} ({args.warmup} warm-up); ratio: median over "
-          f"turns of rfeinman's turn time / this one's")
+          f"turns of rfeinman's turn time / this one's{step_kernels_note()}")
     print("| cell | " + " | ".join(names) + " | best ratio |")
     print("|---" * (len(names) + 2) + "|")
     for cell, rows in results.items():
