@@ -81,13 +81,13 @@ def test_layer_norm_steps_match_the_python_steps(kernels, n, with_keep):
 
 
 @pytest.mark.parametrize("kind", ["lstm", "layer_norm", "hyper"])
-@pytest.mark.parametrize("with_lengths", [False, True])
-def test_fused_function_with_kernels_is_as_accurate_as_without(kernels, kind, with_lengths, monkeypatch):
+@pytest.mark.parametrize("with_lengths, training", [(False, True), (True, True), (True, False)])
+def test_fused_function_with_kernels_is_as_accurate_as_without(kernels, kind, with_lengths, training, monkeypatch):
     """The whole Function (forward, backward, every parameter's gradient; the hyper cell's gate kernels, the
     plain LSTM's skipped padding), in float32 with and without the kernels, against the same run in float64."""
     torch.manual_seed(0)
     extra = dict(hyper_num_units=21, hyper_embedding_size=5) if kind == "hyper" else {}
-    cell = make_cell(kind, 6, 37, 0.1, **extra).train()
+    cell = make_cell(kind, 6, 37, 0.1, **extra).train(training)  # eval: no recurrent-dropout masks
     x, out_w = torch.randn(5, 3, 6), torch.randn(5, 3, 37)
     flat = torch.randn(3, cell.state_size)
     lengths = torch.tensor([2, 5, 4]) if with_lengths else None
