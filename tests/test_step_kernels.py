@@ -175,3 +175,45 @@ def test_the_build_flags_keep_ieee_maths():
     for cap in ("AVX512", "AVX2", "DEFAULT"):
         flags = step_kernels.build_flags(cap)
         assert f"-DCPU_CAPABILITY={cap}" in flags and not any("fast-math" in f or f == "-Ofast" for f in flags)
+
+
+def test_kernels_give_the_same_bits_on_any_number_of_threads(kernels):
+    """Rows run in parallel once a call has enough of them (here 200 rows); the results, including the
+    layer norms' gradient sums, must not depend on how many threads share them."""
+    torch.manual_seed(0)
+    batch, n = 200, 37
+    raw, c, keep = torch.randn(1, batch, 4, n), torch.randn(batch, n), (torch.rand(batch, n) < 0.9).float()
+    gamma4, beta4, gamma_c, beta_c = torch.rand(4, n) + 0.5, torch.randn(4, n), torch.rand(n) + 0.5, torch.randn(n)
+    dh, dc, d_raw = torch.randn(batch, n), torch.randn(batch, n), torch.randn(1, batch, 4 * n)
+    alpha, beta, bias = torch.randn(8, batch, n), torch.randn(4, batch, n), torch.randn(4, n)
+    xh, hh = torch.randn(batch, 4 * n), torch.randn(batch, 4 * n)
+
+    def run():
+        tape = _LNTape(raw.clone(), *(torch.empty(1, batch, 4, 1) for _ in range(2)), torch.empty(1, batch, 4, n),
+                       *(torch.empty(1, batch, 1) for _ in range(2)), torch.empty(1, batch, n))
+        tape.kernels = kernels
+        cs, h = torch.stack([c, torch.empty_like(c)]), torch.empty(batch, n)
+        tape.forward_step(0, cs[0], keep, gamma4, beta4, gamma_c, beta_c, cs[1], h)
+        tape.start_backward(cs, keep.unsqueeze(0), gamma4, gamma_c)
+        d_raw_ln, dc_ln = tape.backward_step(0, dh, dc)
+        acts, c_out, tanh_c, h_out = torch.empty(1, batch, 4, n), *(torch.empty(1, batch, n) for _ in range(3))
+        kernels.lstm_forward_step(d_raw, c.unsqueeze(0), keep.unsqueeze(0), acts, c_out, tanh_c, h_out)
+        g_plain, dc_plain = torch.empty(1, batch, 4 * n), torch.empty(1, batch, n)
+        kernels.lstm_backward_step(dh.unsqueeze(0), dc.unsqueeze(0), None, None, acts, tanh_c, c.unsqueeze(0),
+                                   keep.unsqueeze(0), g_plain, dc_plain)
+        gates, d_ab, d_hh = torch.empty(batch, 4, n), torch.empty(12, batch, n), torch.empty(batch, 4, n)
+        kernels.hyper_gates_forward(alpha, beta, bias, xh, hh, gates)
+        kernels.hyper_gates_backward(gates, xh, hh, alpha, d_ab, d_hh)
+        return [*tape.tensors(), cs, h, d_raw_ln, dc_ln, *tape.ln_grads(), acts, c_out, tanh_c, h_out, g_plain,
+                dc_plain, gates, d_ab, d_hh]
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run()
+        torch.set_num_threads(2)
+        two = run()
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)

@@ -56,8 +56,10 @@ def capability() -> str:
 
 
 def build_flags(cap: str) -> list[str]:
-    """The compiler flags for capability ``cap`` (no ``-ffast-math``: the maths must stay IEEE)."""
-    return ["-O3", *_CAPABILITY_FLAGS.get(cap, ["-DCPU_CAPABILITY=DEFAULT"])]
+    """The compiler flags for capability ``cap`` (no ``-ffast-math``: the maths must stay IEEE). ``-fopenmp``
+    for ``at::parallel_for``: the module then links ``libgomp.so.1``, which resolves to the one torch has
+    already loaded, so both share torch's threads."""
+    return ["-O3", "-fopenmp", *_CAPABILITY_FLAGS.get(cap, ["-DCPU_CAPABILITY=DEFAULT"])]
 
 
 def build_directory(cap: str) -> Path:
@@ -91,7 +93,8 @@ def build(cap: str | None = None, verbose: bool = False) -> ModuleType:
             fcntl.flock(lock, fcntl.LOCK_EX)
         (folder / "lock").unlink(missing_ok=True)
         return load(name=f"sketchlab_step_kernels_{cap.lower()}", sources=[str(SOURCE)],
-                    extra_cflags=build_flags(cap), build_directory=str(folder), verbose=verbose)
+                    extra_cflags=build_flags(cap), extra_ldflags=["-fopenmp"], build_directory=str(folder),
+                    verbose=verbose)
 
 
 _failure: str | None = None

@@ -5,11 +5,15 @@
 // microseconds of fixed cost each, and a trip through memory for every intermediate). The maths, the
 // buffers and their layouts are fused.py's exactly; the Python code there stays the reference and the
 // fallback. exp and tanh are ATen's vectorised ones (SLEEF, 1 ulp), as in torch.sigmoid and torch.tanh.
+// Batch rows run in parallel on torch's intra-op threads (at::parallel_for, OpenMP: torch's own runtime)
+// once a call has enough of them, and every result is the same whatever the number of threads.
 // Built by sketchlab/models/sketch_rnn/step_kernels.py, which defines CPU_CAPABILITY for this CPU.
 
 #include <torch/extension.h>
+#include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 #include <optional>
@@ -20,6 +24,9 @@ namespace {
 using at::vec::fmadd;
 using Vec = at::vec::Vectorized<float>;
 constexpr int64_t W = Vec::size();
+
+// Rows per parallel chunk for `work` floats of traffic a row: ATen's grain size, 32768 elements a chunk.
+int64_t row_grain(int64_t work) { return std::max<int64_t>(1, at::internal::GRAIN_SIZE / work); }
 
 float hsum(const Vec& v) {
   __at_align__ float buf[W];
@@ -114,49 +121,51 @@ void ln_forward_step(const torch::Tensor& raw, const torch::Tensor& c, const std
   float *CM = c_mean.data_ptr<float>(), *CR = c_rstd.data_ptr<float>(), *TC = tanh_c.data_ptr<float>();
   float *CO = c_out.data_ptr<float>(), *H = h_out.data_ptr<float>();
   const float e = static_cast<float>(eps);
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t k = 0; k < 4; ++k) {
-      const float* x = R + (b * 4 + k) * n;
+  at::parallel_for(0, B, row_grain(5 * n), [&](int64_t first, int64_t last) {
+    for (int64_t b = first; b < last; ++b) {
+      for (int64_t k = 0; k < 4; ++k) {
+        const float* x = R + (b * 4 + k) * n;
+        float mean, rstd;
+        moments(x, n, e, mean, rstd);
+        LM[b * 4 + k] = mean;
+        LR[b * 4 + k] = rstd;
+        float* a = A + (b * 4 + k) * n;
+        const float *g = G4 + k * n, *be = B4 + k * n;
+        const Vec vm(mean), vr(rstd);
+        int64_t i = 0;
+        for (; i + W <= n; i += W) {
+          const Vec y = fmadd((Vec::loadu(x + i) - vm) * vr, Vec::loadu(g + i), Vec::loadu(be + i));
+          (k == 1 ? y.tanh() : sigmoid(y)).store(a + i);
+        }
+        for (; i < n; ++i) {
+          const float y = (x[i] - mean) * rstd * g[i] + be[i];
+          a[i] = k == 1 ? std::tanh(y) : sigmoid(y);
+        }
+      }
+      const float *si = A + b * 4 * n, *tj = si + n, *sf = si + 2 * n, *so = si + 3 * n;
+      const float* cp = C + b * c.stride(0);
+      const float* kp = K ? K + b * keep->stride(0) : nullptr;
+      float* co = CO + b * c_out.stride(0);
+      for (int64_t i = 0; i < n; ++i) co[i] = cp[i] * sf[i] + si[i] * (kp ? tj[i] * kp[i] : tj[i]);
       float mean, rstd;
-      moments(x, n, e, mean, rstd);
-      LM[b * 4 + k] = mean;
-      LR[b * 4 + k] = rstd;
-      float* a = A + (b * 4 + k) * n;
-      const float *g = G4 + k * n, *be = B4 + k * n;
+      moments(co, n, e, mean, rstd);
+      CM[b] = mean;
+      CR[b] = rstd;
+      float *tc = TC + b * n, *h = H + b * h_out.stride(0);
       const Vec vm(mean), vr(rstd);
       int64_t i = 0;
       for (; i + W <= n; i += W) {
-        const Vec y = fmadd((Vec::loadu(x + i) - vm) * vr, Vec::loadu(g + i), Vec::loadu(be + i));
-        (k == 1 ? y.tanh() : sigmoid(y)).store(a + i);
+        const Vec t = fmadd((Vec::loadu(co + i) - vm) * vr, Vec::loadu(GC + i), Vec::loadu(BC + i)).tanh();
+        t.store(tc + i);
+        (t * Vec::loadu(so + i)).store(h + i);
       }
       for (; i < n; ++i) {
-        const float y = (x[i] - mean) * rstd * g[i] + be[i];
-        a[i] = k == 1 ? std::tanh(y) : sigmoid(y);
+        const float t = std::tanh((co[i] - mean) * rstd * GC[i] + BC[i]);
+        tc[i] = t;
+        h[i] = t * so[i];
       }
     }
-    const float *si = A + b * 4 * n, *tj = si + n, *sf = si + 2 * n, *so = si + 3 * n;
-    const float* cp = C + b * c.stride(0);
-    const float* kp = K ? K + b * keep->stride(0) : nullptr;
-    float* co = CO + b * c_out.stride(0);
-    for (int64_t i = 0; i < n; ++i) co[i] = cp[i] * sf[i] + si[i] * (kp ? tj[i] * kp[i] : tj[i]);
-    float mean, rstd;
-    moments(co, n, e, mean, rstd);
-    CM[b] = mean;
-    CR[b] = rstd;
-    float *tc = TC + b * n, *h = H + b * h_out.stride(0);
-    const Vec vm(mean), vr(rstd);
-    int64_t i = 0;
-    for (; i + W <= n; i += W) {
-      const Vec t = fmadd((Vec::loadu(co + i) - vm) * vr, Vec::loadu(GC + i), Vec::loadu(BC + i)).tanh();
-      t.store(tc + i);
-      (t * Vec::loadu(so + i)).store(h + i);
-    }
-    for (; i < n; ++i) {
-      const float t = std::tanh((co[i] - mean) * rstd * GC[i] + BC[i]);
-      tc[i] = t;
-      h[i] = t * so[i];
-    }
-  }
+  });
 }
 
 // The gate gradients of one LSTM row from the gradient dct w.r.t. its new memory (the chain's part that
@@ -201,38 +210,46 @@ torch::Tensor ln_backward_step(const torch::Tensor& dh, const torch::Tensor& dc,
   const float *CN = c_new.data_ptr<float>(), *CM = c_mean.data_ptr<float>(), *CR = c_rstd.data_ptr<float>();
   float *DR = d_raw.data_ptr<float>(), *DP = dc_prev.data_ptr<float>();
   double* S = sums.data_ptr<double>();
-  // this step's sums over its rows in float (B terms), then once into the float64 totals
-  std::vector<float> part(10 * n, 0.f), dg(4 * n), dch(n), gy(n), dct(n);
-  float *p_g4 = part.data(), *p_b4 = p_g4 + 4 * n, *p_gc = p_b4 + 4 * n, *p_bc = p_gc + n;
-  for (int64_t b = 0; b < B; ++b) {
-    const float *dhb = DH + b * dh.stride(0), *dcb = DC + b * dc.stride(0);
-    const float *a = A + b * 4 * n, *so = a + 3 * n, *tc = TC + b * n;
-    const float *cp = CP + b * c_prev.stride(0), *kp = K ? K + b * keep->stride(0) : nullptr;
-    const float *cn = CN + b * n;
-    for (int64_t i = 0; i < n; ++i) {
-      dg[3 * n + i] = dhb[i] * ((so[i] - so[i] * so[i]) * tc[i]);
-      dch[i] = dhb[i] * (so[i] - so[i] * (tc[i] * tc[i]));  // so (1 - tanh^2)
-      gy[i] = dch[i] * GC[i];
-    }
-    const float cm = CM[b], cr = CR[b];
-    for (int64_t i = 0; i < n; ++i) {
-      p_gc[i] += (cn[i] - cm) * cr * dch[i];
-      p_bc[i] += dch[i];
-    }
-    ln_backward_row(gy.data(), cn, cm, cr, n, dcb, dct.data());
-    lstm_memory_backward_row(dct.data(), a, cp, kp, n, dg.data(), DP + b * n);
-    for (int64_t k = 0; k < 4; ++k) {
-      const float *x = R + (b * 4 + k) * n, *g = dg.data() + k * n, *gam = G4 + k * n;
-      const float m = LM[b * 4 + k], r = LR[b * 4 + k];
-      for (int64_t i = 0; i < n; ++i) {
-        gy[i] = g[i] * gam[i];
-        p_g4[k * n + i] += (x[i] - m) * r * g[i];
-        p_b4[k * n + i] += g[i];
+  // The rows in blocks of a fixed size (not one block per thread), each block's sums over its rows in float,
+  // then the blocks' sums into the float64 totals in block order: the same result for any thread count.
+  const int64_t rows = row_grain(10 * n), blocks = (B + rows - 1) / rows;
+  std::vector<float> part(blocks * 10 * n, 0.f);
+  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+    std::vector<float> dg(4 * n), dch(n), gy(n), dct(n);
+    for (int64_t blk = first; blk < last; ++blk) {
+      float *p_g4 = part.data() + blk * 10 * n, *p_b4 = p_g4 + 4 * n, *p_gc = p_b4 + 4 * n, *p_bc = p_gc + n;
+      for (int64_t b = blk * rows; b < std::min(B, (blk + 1) * rows); ++b) {
+        const float *dhb = DH + b * dh.stride(0), *dcb = DC + b * dc.stride(0);
+        const float *a = A + b * 4 * n, *so = a + 3 * n, *tc = TC + b * n;
+        const float *cp = CP + b * c_prev.stride(0), *kp = K ? K + b * keep->stride(0) : nullptr;
+        const float *cn = CN + b * n;
+        for (int64_t i = 0; i < n; ++i) {
+          dg[3 * n + i] = dhb[i] * ((so[i] - so[i] * so[i]) * tc[i]);
+          dch[i] = dhb[i] * (so[i] - so[i] * (tc[i] * tc[i]));  // so (1 - tanh^2)
+          gy[i] = dch[i] * GC[i];
+        }
+        const float cm = CM[b], cr = CR[b];
+        for (int64_t i = 0; i < n; ++i) {
+          p_gc[i] += (cn[i] - cm) * cr * dch[i];
+          p_bc[i] += dch[i];
+        }
+        ln_backward_row(gy.data(), cn, cm, cr, n, dcb, dct.data());
+        lstm_memory_backward_row(dct.data(), a, cp, kp, n, dg.data(), DP + b * n);
+        for (int64_t k = 0; k < 4; ++k) {
+          const float *x = R + (b * 4 + k) * n, *g = dg.data() + k * n, *gam = G4 + k * n;
+          const float m = LM[b * 4 + k], r = LR[b * 4 + k];
+          for (int64_t i = 0; i < n; ++i) {
+            gy[i] = g[i] * gam[i];
+            p_g4[k * n + i] += (x[i] - m) * r * g[i];
+            p_b4[k * n + i] += g[i];
+          }
+          ln_backward_row(gy.data(), x, m, r, n, nullptr, DR + (b * 4 + k) * n);
+        }
       }
-      ln_backward_row(gy.data(), x, m, r, n, nullptr, DR + (b * 4 + k) * n);
     }
-  }
-  for (int64_t i = 0; i < 10 * n; ++i) S[i] += part[i];
+  });
+  for (int64_t blk = 0; blk < blocks; ++blk)
+    for (int64_t i = 0; i < 10 * n; ++i) S[i] += part[blk * 10 * n + i];
   return dc_prev;
 }
 
@@ -245,8 +262,9 @@ void lstm_forward_step(const torch::Tensor& g, const torch::Tensor& c, const std
   if (keep) check({&*keep}, "lstm_forward_step");
   const int64_t G = g.size(0), B = g.size(1), n = c.size(2);
   TORCH_CHECK(g.size(2) == 4 * n && acts.stride(2) == n, "lstm_forward_step: gates (G, b, 4n), acts (G, b, 4, n)");
-  for (int64_t q = 0; q < G; ++q)
-    for (int64_t b = 0; b < B; ++b) {
+  at::parallel_for(0, G * B, row_grain(6 * n), [&](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
+      const int64_t q = r / B, b = r % B;
       const float* x = g.data_ptr<float>() + q * g.stride(0) + b * g.stride(1);
       float* a = acts.data_ptr<float>() + q * acts.stride(0) + b * acts.stride(1);
       int64_t i;
@@ -276,6 +294,7 @@ void lstm_forward_step(const torch::Tensor& g, const torch::Tensor& c, const std
         h[i] = tc[i] * so[i];
       }
     }
+  });
 }
 
 // Its BPTT step, for G groups of b rows: from dh and dc (G, b, n), the gradients w.r.t. the new h and c
@@ -292,12 +311,13 @@ void lstm_backward_step(const torch::Tensor& dh, const torch::Tensor& dc, const 
   const int64_t G = dh.size(0), B = dh.size(1), n = dh.size(2);
   TORCH_CHECK(acts.stride(2) == n && d_raw.size(2) == 4 * n,
               "lstm_backward_step: acts (G, b, 4, n), d_raw (G, b, 4n)");
-  std::vector<float> dct(n);
   auto row = [](const torch::Tensor& t, int64_t q, int64_t b) {
     return t.data_ptr<float>() + q * t.stride(0) + b * t.stride(1);
   };
-  for (int64_t q = 0; q < G; ++q)
-    for (int64_t b = 0; b < B; ++b) {
+  at::parallel_for(0, G * B, row_grain(10 * n), [&](int64_t first, int64_t last) {
+    std::vector<float> dct(n);
+    for (int64_t r = first; r < last; ++r) {
+      const int64_t q = r / B, b = r % B;
       const float *dhb = row(dh, q, b), *dcb = row(dc, q, b), *a = row(acts, q, b), *so = a + 3 * n;
       const float *dha = dh_add ? row(*dh_add, q, b) : nullptr, *dca = dc_add ? row(*dc_add, q, b) : nullptr;
       const float *tc = row(tanh_c, q, b), *cp = row(c_prev, q, b), *kp = keep ? row(*keep, q, b) : nullptr;
@@ -309,6 +329,7 @@ void lstm_backward_step(const torch::Tensor& dh, const torch::Tensor& dc, const 
       }
       lstm_memory_backward_row(dct.data(), a, cp, kp, n, dg, row(dc_out, q, b));
     }
+  });
 }
 
 // The HyperLSTM's gate pre-activations of one step: raw (B, 4, n) = (beta + bias) + alpha_x * xh +
@@ -321,13 +342,15 @@ void hyper_gates_forward(const torch::Tensor& alpha, const torch::Tensor& beta, 
   const float *AL = alpha.data_ptr<float>(), *BE = beta.data_ptr<float>(), *BI = bias.data_ptr<float>();
   const float *XH = xh.data_ptr<float>(), *HH = hh.data_ptr<float>();
   float* RW = raw.data_ptr<float>();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t k = 0; k < 4; ++k) {
-      const float *ax = AL + (k * B + b) * n, *ah = AL + ((4 + k) * B + b) * n, *be = BE + (k * B + b) * n;
-      const float *bi = BI + k * n, *x = XH + b * xh.stride(0) + k * n, *h = HH + b * hh.stride(0) + k * n;
-      float* r = RW + (b * 4 + k) * n;
-      for (int64_t i = 0; i < n; ++i) r[i] = (be[i] + bi[i]) + ax[i] * x[i] + ah[i] * h[i];
-    }
+  at::parallel_for(0, B, row_grain(20 * n), [&](int64_t first, int64_t last) {
+    for (int64_t b = first; b < last; ++b)
+      for (int64_t k = 0; k < 4; ++k) {
+        const float *ax = AL + (k * B + b) * n, *ah = AL + ((4 + k) * B + b) * n, *be = BE + (k * B + b) * n;
+        const float *bi = BI + k * n, *x = XH + b * xh.stride(0) + k * n, *h = HH + b * hh.stride(0) + k * n;
+        float* r = RW + (b * 4 + k) * n;
+        for (int64_t i = 0; i < n; ++i) r[i] = (be[i] + bi[i]) + ax[i] * x[i] + ah[i] * h[i];
+      }
+  });
 }
 
 // Its backward, from d_raw (B, 4, n): d_ab (12, B, n) = [d_raw * xh, d_raw * hh, d_raw] block-major (the
@@ -340,19 +363,21 @@ void hyper_gates_backward(const torch::Tensor& d_raw, const torch::Tensor& xh, c
   const float *DR = d_raw.data_ptr<float>(), *XH = xh.data_ptr<float>(), *HH = hh.data_ptr<float>();
   const float* AL = alpha.data_ptr<float>();
   float *DAB = d_ab.data_ptr<float>(), *DHH = d_hh.data_ptr<float>();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t k = 0; k < 4; ++k) {
-      const float *d = DR + (b * 4 + k) * n, *ah = AL + ((4 + k) * B + b) * n;
-      const float *x = XH + b * xh.stride(0) + k * n, *h = HH + b * hh.stride(0) + k * n;
-      float *dax = DAB + (k * B + b) * n, *dah = DAB + ((4 + k) * B + b) * n, *dbe = DAB + ((8 + k) * B + b) * n;
-      float* dhh = DHH + (b * 4 + k) * n;
-      for (int64_t i = 0; i < n; ++i) {
-        dax[i] = d[i] * x[i];
-        dah[i] = d[i] * h[i];
-        dbe[i] = d[i];
-        dhh[i] = d[i] * ah[i];
+  at::parallel_for(0, B, row_grain(28 * n), [&](int64_t first, int64_t last) {
+    for (int64_t b = first; b < last; ++b)
+      for (int64_t k = 0; k < 4; ++k) {
+        const float *d = DR + (b * 4 + k) * n, *ah = AL + ((4 + k) * B + b) * n;
+        const float *x = XH + b * xh.stride(0) + k * n, *h = HH + b * hh.stride(0) + k * n;
+        float *dax = DAB + (k * B + b) * n, *dah = DAB + ((4 + k) * B + b) * n, *dbe = DAB + ((8 + k) * B + b) * n;
+        float* dhh = DHH + (b * 4 + k) * n;
+        for (int64_t i = 0; i < n; ++i) {
+          dax[i] = d[i] * x[i];
+          dah[i] = d[i] * h[i];
+          dbe[i] = d[i];
+          dhh[i] = d[i] * ah[i];
+        }
       }
-    }
+  });
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
