@@ -10,8 +10,9 @@ Three ways to run a cell, all computing the same function:
 - ``compiled``: the same loop with the step compiled by ``torch.compile`` (``mode="reduce-overhead"``
   adds CUDA graphs), for the other cells and for ``lstm`` under recurrent dropout;
 - ``fused``: the whole recurrence of any of the three cells as one autograd Function with a
-  hand-written backward (:mod:`sketchlab.models.sketch_rnn.fused`), the fastest path on a CPU; a
-  bidirectional ``lstm`` encoder runs both directions in one such loop, skipping the padding.
+  hand-written backward (:mod:`sketchlab.models.sketch_rnn.fused`; each step's element-wise work in C++
+  kernels where they are built, :mod:`sketchlab.models.sketch_rnn.step_kernels`), the fastest path on a CPU;
+  a bidirectional ``lstm`` encoder runs both directions in one such loop, skipping the padding.
 
 Which one runs is :meth:`CellRunner.path`: ``fast=False`` is always eager; ``fast=True`` takes the
 native/compiled paths (made for a GPU: cuDNN, CUDA graphs) on any device; ``fast="auto"`` (the default
