@@ -49,7 +49,7 @@ FAST_CHOICES = (False, True, "auto")
 #: - not kept: 0.76 at 100x512 (0.98 M page faults a call against eager's 0.33 M); trimmed above 2 GiB
 #:   (the setting before the sixth session): 0.57-0.96 at 100x256-100x512, 1.09-1.33 up to 32,768.
 #: - with the C++ step kernels (2026-12-07, eighth session, Intel VM): kept, 1.95, 1.36, 1.26 at 16x256, 100x256,
-#:   100x512; not kept, 0.96, 0.70, 0.65 at 64x512, 100x384, 100x512, so the threshold stays.
+#:   100x512; not kept (their first version), 0.96, 0.70, 0.65 at 64x512, 100x384, 100x512: the threshold stays.
 #: The lstm and layer_norm cells were within about 10 % of eager or faster at every size measured.
 FUSED_HYPER_MAX_WORK = 32768
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
