@@ -87,6 +87,42 @@ def test_logs_train_and_val_metrics_with_steps(data_root):
     assert all({"train/lr", "train/grad_norm", "train/kl_weight"} <= set(m) for s, m in rec.metrics if "train/loss" in m)
 
 
+def test_metrics_of_a_step_are_flushed_before_its_checkpoint(data_root, tmp_path, monkeypatch):
+    # A kill right after a checkpoint resumes after its step, and the resumed run never logs that step's
+    # metrics again: they must be out of the logger's queue (in the store or its spool) before the file exists.
+    import sketchlab.engine.trainer as trainer_module
+
+    events = []
+
+    class FlushingRecorder(Recorder):
+        def __init__(self):
+            super().__init__()
+            self.queued = []
+
+        def log_metrics(self, metrics, step):
+            self.queued.append(step)
+
+        def flush(self):
+            self.metrics += [(s, {}) for s in self.queued]
+            self.queued = []
+            events.append(("flush", max((s for s, _ in self.metrics), default=0)))
+
+    real_save = trainer_module.save_checkpoint
+
+    def save(path, state):
+        events.append(("checkpoint", state["step"], [s for s in rec.queued]))
+        return real_save(path, state)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save)
+    model, data, opt, sched = parts(data_root)
+    rec = FlushingRecorder()
+    quiet(max_steps=4, val_every=0, ckpt_every=2).fit(model, data, opt, sched, logger=rec, ckpt_dir=tmp_path)
+    checkpoints = [e for e in events if e[0] == "checkpoint"]
+    assert [e[1] for e in checkpoints] == [2, 4]
+    assert all(queued == [] for _, _, queued in checkpoints)  # nothing of the step still waiting in the queue
+    assert events.index(("flush", 2)) < events.index(checkpoints[0])
+
+
 def test_nan_stops_with_clear_message_and_no_checkpoint(data_root, tmp_path):
     model, data, opt, sched = parts(data_root)
     with torch.no_grad():

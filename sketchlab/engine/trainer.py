@@ -357,12 +357,14 @@ class Trainer:
                         state = self._checkpoint_state(model, optimizer, scheduler, data, done, best_val,
                                                        {**extra, "train_time_s": train_time()})
                         if ckpt_dir is not None and is_main:
+                            if logger is not None and hasattr(logger, "flush"):
+                                # metrics up to a checkpoint reach the store (or the spool) before it: a run
+                                # killed right after writing it resumes after this step and never logs the
+                                # step's metrics again, so they must not still be queued then
+                                logger.flush()
                             last_ckpt = save_checkpoint(ckpt_dir / "last.pt", state)
                             if validated_at == done and last_val.get("loss", math.inf) <= best_val:
                                 best_ckpt = save_checkpoint(ckpt_dir / "best.pt", state)
-                            if logger is not None and hasattr(logger, "flush"):
-                                # metrics up to a checkpoint reach the store (or the spool) with it
-                                logger.flush()
                         if rewind:
                             good, good_scale = copy.deepcopy(state), lr_scale
                     elif (periodic or stopping) and writes:
