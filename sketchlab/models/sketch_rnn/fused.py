@@ -23,8 +23,8 @@ grouped differently from its ``step`` (one product for both recurrent inputs of 
 bias added before the gate terms), so in float32 the two paths agree to rounding, not bit for bit.
 Not for autocast: the runner falls back to the loop there.
 
-On a CPU in float32 the element-wise work of each step (the layer-norm LSTM step forward and back, the
-HyperLSTM's gate formation) runs in C++ kernels where they are built
+On a CPU in float32 the element-wise work of each step (the plain and the layer-norm LSTM step forward and
+back, the HyperLSTM's gate formation and its backward) runs in C++ kernels where they are built
 (:mod:`~sketchlab.models.sketch_rnn.step_kernels`); the PyTorch code here is the reference they are
 tested against, and runs everywhere else.
 """

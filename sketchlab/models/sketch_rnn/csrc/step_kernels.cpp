@@ -85,6 +85,11 @@ void ln_backward_row(const float* gy, const float* x, float mean, float rstd, in
   for (; i < n; ++i) dx[i] = rstd * gy[i] + (b * x[i] + c) + (add ? add[i] : 0.f);
 }
 
+// Row b of group q of a (G, b, ...) tensor whose rows are contiguous (checked by `check`).
+float* row(const torch::Tensor& t, int64_t q, int64_t b) {
+  return t.data_ptr<float>() + q * t.stride(0) + b * t.stride(1);
+}
+
 void check(std::initializer_list<const torch::Tensor*> tensors, const char* where) {
   for (const torch::Tensor* t : tensors) {
     TORCH_CHECK(t->scalar_type() == torch::kFloat32 && t->device().is_cpu(), where, ": float32 CPU tensors only");
@@ -278,8 +283,8 @@ void lstm_forward_step(const torch::Tensor& g, const torch::Tensor& c, const std
   at::parallel_for(0, G * B, row_grain(6 * n), [&](int64_t first, int64_t last) {
     for (int64_t r = first; r < last; ++r) {
       const int64_t q = r / B, b = r % B;
-      const float* x = g.data_ptr<float>() + q * g.stride(0) + b * g.stride(1);
-      float* a = acts.data_ptr<float>() + q * acts.stride(0) + b * acts.stride(1);
+      const float* x = row(g, q, b);
+      float* a = row(acts, q, b);
       int64_t i;
       for (int64_t k = 0; k < 4; ++k) {  // sigmoid(i), tanh(j), sigmoid(f), sigmoid(o)
         const float* xk = x + k * n;
@@ -291,11 +296,8 @@ void lstm_forward_step(const torch::Tensor& g, const torch::Tensor& c, const std
         for (; i < n; ++i) ak[i] = k == 1 ? std::tanh(xk[i]) : sigmoid(xk[i]);
       }
       const float *si = a, *tj = a + n, *sf = a + 2 * n, *so = a + 3 * n;
-      const float* cp = c.data_ptr<float>() + q * c.stride(0) + b * c.stride(1);
-      const float* kp = keep ? keep->data_ptr<float>() + q * keep->stride(0) + b * keep->stride(1) : nullptr;
-      float* co = c_out.data_ptr<float>() + q * c_out.stride(0) + b * c_out.stride(1);
-      float* tc = tanh_c.data_ptr<float>() + q * tanh_c.stride(0) + b * tanh_c.stride(1);
-      float* h = h_out.data_ptr<float>() + q * h_out.stride(0) + b * h_out.stride(1);
+      const float *cp = row(c, q, b), *kp = keep ? row(*keep, q, b) : nullptr;
+      float *co = row(c_out, q, b), *tc = row(tanh_c, q, b), *h = row(h_out, q, b);
       for (i = 0; i < n; ++i) co[i] = cp[i] * sf[i] + si[i] * (kp ? tj[i] * kp[i] : tj[i]);
       for (i = 0; i + W <= n; i += W) {
         const Vec t = Vec::loadu(co + i).tanh();
@@ -324,9 +326,6 @@ void lstm_backward_step(const torch::Tensor& dh, const torch::Tensor& dc, const 
   const int64_t G = dh.size(0), B = dh.size(1), n = dh.size(2);
   TORCH_CHECK(acts.stride(2) == n && d_raw.size(2) == 4 * n,
               "lstm_backward_step: acts (G, b, 4, n), d_raw (G, b, 4n)");
-  auto row = [](const torch::Tensor& t, int64_t q, int64_t b) {
-    return t.data_ptr<float>() + q * t.stride(0) + b * t.stride(1);
-  };
   at::parallel_for(0, G * B, row_grain(10 * n), [&](int64_t first, int64_t last) {
     std::vector<float> dct(n);
     for (int64_t r = first; r < last; ++r) {
@@ -334,7 +333,7 @@ void lstm_backward_step(const torch::Tensor& dh, const torch::Tensor& dc, const 
       const float *dhb = row(dh, q, b), *dcb = row(dc, q, b), *a = row(acts, q, b), *so = a + 3 * n;
       const float *dha = dh_add ? row(*dh_add, q, b) : nullptr, *dca = dc_add ? row(*dc_add, q, b) : nullptr;
       const float *tc = row(tanh_c, q, b), *cp = row(c_prev, q, b), *kp = keep ? row(*keep, q, b) : nullptr;
-      float* dg = d_raw.data_ptr<float>() + q * d_raw.stride(0) + b * d_raw.stride(1);
+      float* dg = row(d_raw, q, b);
       for (int64_t i = 0; i < n; ++i) {
         const float d = dha ? dhb[i] + dha[i] : dhb[i];
         dg[3 * n + i] = d * ((so[i] - so[i] * so[i]) * tc[i]);
